@@ -1,0 +1,93 @@
+"""Demo data for `estateops up --demo`: a residential and a commercial site with staff."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import asyncpg
+
+from server.auth import hash_password
+
+SITES = [
+    ("demo-garden", "翠湖花园 Emerald Lake Garden", "residential", "Asia/Shanghai", "zh-CN"),
+    ("demo-plaza", "环球商业广场 Global Plaza", "commercial", "Asia/Shanghai", "en"),
+]
+ZONES = [
+    ("南门 South gate", "entrance"),
+    ("地下车库 Car park B1", "parking"),
+    ("1号楼大堂 Block 1 lobby", "lobby"),
+    ("1号楼电梯厅 Block 1 elevator hall", "elevator_hall"),
+    ("垃圾房 Garbage room", "garbage_room"),
+    ("水泵房 Pump room", "plant_room"),
+]
+# (username suffix, role, full name); every site gets one of each.
+STAFF = [
+    ("manager", "manager", "王经理 Wang"),
+    ("supervisor", "supervisor", "李主管 Li"),
+    ("guard", "guard", "张保安 Zhang"),
+    ("tech", "technician", "刘师傅 Liu"),
+    ("cleaner", "cleaner", "陈阿姨 Chen"),
+    ("desk", "front_desk", "赵前台 Zhao"),
+]
+
+
+async def seed_demo(url: str) -> list[str]:
+    """Create (or refresh) the demo data; returns lines to print, logins included."""
+    password = secrets.token_urlsafe(9)
+    pw_hash = await asyncio.to_thread(hash_password, password)
+    conn = await asyncpg.connect(url)
+    lines = ["demo data:"]
+    try:
+        async with conn.transaction():
+            for code, name, kind, tz, locale in SITES:
+                site_id: int = await conn.fetchval(
+                    "INSERT INTO sites (code, name, kind, timezone, locale) VALUES ($1,$2,$3,$4,$5)"
+                    " ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+                    code,
+                    name,
+                    kind,
+                    tz,
+                    locale,
+                )
+                await conn.executemany(
+                    "INSERT INTO zones (site_id, name, kind) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (site_id, name) DO NOTHING",
+                    [(site_id, z, k) for z, k in ZONES],
+                )
+                await conn.executemany(
+                    "INSERT INTO units (site_id, building, floor, number) VALUES ($1, '1', $2, $3)"
+                    " ON CONFLICT DO NOTHING",
+                    [(site_id, floor, f"{floor}0{door}") for floor in (1, 2, 3) for door in (1, 2)],
+                )
+                prefix = code.removeprefix("demo-")
+                users = [(f"{prefix}-{s}", role, full) for s, role, full in STAFF]
+                unit_id = await conn.fetchval(
+                    "SELECT id FROM units WHERE site_id = $1 ORDER BY id LIMIT 1", site_id
+                )
+                users.append((f"{prefix}-resident", "resident", "业主 Resident"))
+                for username, role, full in users:
+                    user_id = await conn.fetchval(
+                        "INSERT INTO users (username, password_hash, full_name, role, unit_id)"
+                        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username)"
+                        " DO UPDATE SET password_hash = EXCLUDED.password_hash RETURNING id",
+                        username,
+                        pw_hash,
+                        full,
+                        role,
+                        unit_id if role == "resident" else None,
+                    )
+                    await conn.execute(
+                        "INSERT INTO site_members (user_id, site_id) VALUES ($1, $2)"
+                        " ON CONFLICT DO NOTHING",
+                        user_id,
+                        site_id,
+                    )
+                lines.append(
+                    f"  site {code} (id {site_id}, {kind}): users "
+                    + ", ".join(u for u, _, _ in users)
+                )
+    finally:
+        await conn.close()
+    lines.append(f"  every demo user's password (new on each start): {password}")
+    return lines

@@ -1,0 +1,1 @@
+"""Sites, their zones and units."""
