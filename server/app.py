@@ -96,5 +96,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[request_id_middleware, prometheus.middleware],
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024),
         request_max_body_size=settings.max_body_bytes,
+        logging_config=None,  # our JSON formatter (server.observability) owns the root logger
         debug=False,
     )

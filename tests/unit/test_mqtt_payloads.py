@@ -23,7 +23,7 @@ from mqtt_bridge.payloads import (
     parse_status,
     parse_telemetry,
 )
-from mqtt_bridge.topics import Topic, parse_topic
+from mqtt_bridge.topics import Topic, TopicKind, parse_topic
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 EVT = Topic("SH-001", "gw-1", "leak-3", "evt")
@@ -356,7 +356,11 @@ PAYLOADS = st.one_of(
 NOWS = st.datetimes(timezones=st.just(UTC)) | st.just(NOW)
 
 
-PARSERS = {"evt": parse_event, "status": parse_status, "tele": parse_telemetry}
+PARSERS: dict[TopicKind, Callable[..., object]] = {
+    "evt": parse_event,
+    "status": parse_status,
+    "tele": parse_telemetry,
+}
 
 
 def outcome(call: Callable[[], object]) -> object:
@@ -378,8 +382,8 @@ def test_parsers_return_a_value_or_raise_bad_message(
     topic = parsed if isinstance(parsed, Topic) else EVT
     # Every parser sees the payload, whatever the topic's own kind.
     for kind, parse in PARSERS.items():
-        typed = Topic(topic.site_code, topic.gateway_id, topic.device_id, kind)  # type: ignore[arg-type]
-        result = outcome(lambda: parse(typed, payload, now=now))  # type: ignore[operator]  # noqa: B023
+        typed = Topic(topic.site_code, topic.gateway_id, topic.device_id, kind)
+        result = outcome(lambda: parse(typed, payload, now=now))  # noqa: B023
         if isinstance(result, BadMessage):
             assert result.reason
             assert result.detail
