@@ -16,10 +16,17 @@ from litestar.types import ControllerRouterHandler
 
 from server import migrate
 from server.auth import make_jwt_auth, provide_principal
+from server.checkpoints.routes import CheckpointController
 from server.config import Settings, load_settings
 from server.db import Pool, lifespan, provide_db
 from server.errors import EXCEPTION_HANDLERS, problem_response
 from server.observability import configure_logging, request_id_middleware
+from server.patrol.routes import (
+    PatrolSupervisionController,
+    RoundController,
+    RouteController,
+    ScanController,
+)
 from server.sites.routes import SiteController
 from server.users.routes import AuthController, UserController
 
@@ -65,7 +72,19 @@ class MetricsController(PrometheusController):
 
 def route_handlers() -> list[ControllerRouterHandler]:
     """Every domain's routes; a new domain adds its controllers here."""
-    return [health, ready, MetricsController, AuthController, UserController, SiteController]
+    return [
+        health,
+        ready,
+        MetricsController,
+        AuthController,
+        UserController,
+        SiteController,
+        CheckpointController,
+        RouteController,
+        RoundController,
+        ScanController,
+        PatrolSupervisionController,
+    ]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

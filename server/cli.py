@@ -100,6 +100,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from server.scheduler import main as scheduler_main
+
+    _database_url(settings)
+    return scheduler_main(settings)
+
+
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
     stop = asyncio.Event()
 
@@ -268,6 +275,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             say(f"MQTT broker (embedded, MQTT 3.1.1) on {mqtt_url}")
         env["MQTT_URL"] = mqtt_url
         supervisor.spawn("api", ["serve", "--port", str(args.port)], env)
+        supervisor.spawn("scheduler", ["scheduler"], env)
         base = f"http://127.0.0.1:{args.port}"
         if not _wait_ready(f"{base}/ready", 30, supervisor):
             raise EmbeddedError(supervisor.exited() or "the API did not become ready in 30s")
@@ -308,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help="apply pending migrations to DATABASE_URL")
     mig.set_defaults(func=cmd_migrate)
+
+    sched = sub.add_parser("scheduler", help="run the background loops (rounds, SLAs, ...)")
+    sched.set_defaults(func=cmd_scheduler)
 
     broker = sub.add_parser("broker", help="run the embedded MQTT broker")
     broker.add_argument("--port", type=int, default=1883)

@@ -27,7 +27,8 @@ def _encode_json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-async def _init_connection(conn: Connection) -> None:
+async def init_connection(conn: Connection) -> None:
+    """Per-connection setup shared by the pool and one-off connections: JSON codecs."""
     # jsonb in and out as Python objects; the codec is per connection.
     for name in ("jsonb", "json"):
         await conn.set_type_codec(
@@ -44,7 +45,7 @@ async def create_pool(settings: Settings, *, min_size: int | None = None) -> Poo
         min_size=settings.database.pool_min if min_size is None else min_size,
         max_size=settings.database.pool_max,
         command_timeout=settings.database.command_timeout_s,
-        init=_init_connection,
+        init=init_connection,
         server_settings={"timezone": "UTC", "application_name": "estateops"},
     )
     assert pool is not None

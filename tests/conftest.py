@@ -22,6 +22,7 @@ from server import migrate
 from server.app import create_app
 from server.auth import Principal, hash_password, issue_token
 from server.config import Settings, load_settings
+from server.db import init_connection
 from server.embedded import EmbeddedPostgres
 
 TEMPLATE = "estateops_template"
@@ -83,6 +84,7 @@ async def db_url(pg_server: PgServer, template_db: str) -> AsyncIterator[str]:
 @pytest.fixture
 async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
     c = await asyncpg.connect(db_url)
+    await init_connection(c)
     try:
         yield c
     finally:

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 
-from server.patrol.nfc import InvalidSun, SunResult, is_replay, normalize_uid, verify_sun
+from server.checkpoints.nfc import InvalidSun, SunResult, is_replay, normalize_uid, verify_sun
 
 ZERO_KEY = bytes(16)
 # The AN12196 example, all-zero keys.

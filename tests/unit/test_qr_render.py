@@ -14,8 +14,8 @@ import pytest
 import qrcode
 from PIL import Image, ImageFont
 
-from server.patrol import qr_render
-from server.patrol.qr_render import qr_png, qr_sheet_pdf, qr_svg
+from server.checkpoints import qr_render
+from server.checkpoints.qr_render import qr_png, qr_sheet_pdf, qr_svg
 
 TOKEN = "v1.k1.3.42.7.ybWMVLyBhBPW8kgY_6rGbg"
 HOSTILE_LABEL = "锅炉房 北楼梯 — Ünïcode\x00\n\t\ud800 😀 " + "很长的标签" * 20

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.patrol.qr_token import InvalidQrToken, QrClaims, QrKeyRing, sign, verify
+from server.checkpoints.qr_token import InvalidQrToken, QrClaims, QrKeyRing, sign, verify
 
 OLD_SECRET = b"o" * 32
 NEW_SECRET = b"n" * 32
