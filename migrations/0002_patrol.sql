@@ -78,6 +78,8 @@ CREATE TABLE rounds (
     not_before         integer[] NOT NULL,
     status             text NOT NULL DEFAULT 'scheduled' CHECK (status IN
                            ('scheduled', 'in_progress', 'completed', 'incomplete', 'missed')),
+    -- Distinct checkpoints scanned so far, in the order first scanned.
+    scanned            bigint[] NOT NULL DEFAULT '{}',
     scanned_count      integer NOT NULL DEFAULT 0,
     -- Set when scored after its end plus grace; the score stays provisional (late offline
     -- scans may re-score it) until final_after.

@@ -15,12 +15,14 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler
 
 from server import migrate
+from server.alarms.routes import AlarmController
 from server.auth import make_jwt_auth, provide_principal
 from server.checkpoints.routes import CheckpointController
 from server.config import Settings, load_settings
 from server.db import Pool, lifespan, provide_db
+from server.devices.routes import DeadLetterController, DeviceController
 from server.errors import EXCEPTION_HANDLERS, problem_response
-from server.observability import configure_logging, request_id_middleware
+from server.observability import configure_logging, echo_request_id, request_id_middleware
 from server.patrol.routes import (
     PatrolSupervisionController,
     RoundController,
@@ -84,6 +86,9 @@ def route_handlers() -> list[ControllerRouterHandler]:
         RoundController,
         ScanController,
         PatrolSupervisionController,
+        DeviceController,
+        DeadLetterController,
+        AlarmController,
     ]
 
 
@@ -113,6 +118,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_app_init=[jwt_auth.on_app_init],
         openapi_config=openapi,
         middleware=[request_id_middleware, prometheus.middleware],
+        before_send=[echo_request_id],
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024),
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,  # our JSON formatter (server.observability) owns the root logger

@@ -9,6 +9,7 @@ ids of other sites do not leak.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.security.jwt import JWTAuth, Token
+from litestar.middleware.authentication import AuthenticationResult
+from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 
 from server.config import Settings
 from server.errors import NotFound
@@ -113,15 +115,46 @@ async def _principal_from_token(
 PUBLIC_PATHS = [r"^/api/auth/login$", r"^/(health|ready|metrics)$", r"^/schema(/|$)"]
 
 
+class CachedJWTMiddleware(JWTAuthenticationMiddleware):
+    """Litestar's JWT middleware, remembering tokens it has already verified.
+
+    A phone sends the same token with every request of a shift; verifying it once
+    (signature, claims, principal) instead of per request saves ~0.1 ms each time.
+    Expiry is still checked on every use; the cache is bounded and per process.
+    """
+
+    _MAX = 10_000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._verified: dict[str, tuple[float, AuthenticationResult]] = {}
+
+    async def authenticate_token(
+        self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        hit = self._verified.get(encoded_token)
+        if hit is not None and hit[0] > time.time():
+            return hit[1]
+        result = await super().authenticate_token(encoded_token, connection)
+        if len(self._verified) >= self._MAX:
+            self._verified.clear()
+        token = result.auth
+        if isinstance(token, Token):
+            self._verified[encoded_token] = (token.exp.timestamp(), result)
+        return result
+
+
 def make_jwt_auth(settings: Settings) -> JWTAuth[Principal, Token]:
     return JWTAuth[Principal, Token](
-        token_secret=settings.auth.jwt_secret.decode("latin-1"),
+        # PyJWT encodes a str key as UTF-8, so this round-trips to exactly jwt_secret.
+        token_secret=settings.auth.jwt_secret.decode(),
         retrieve_user_handler=_principal_from_token,
         algorithm="HS256",
         default_token_expiration=settings.auth.token_ttl,
         exclude=PUBLIC_PATHS,
         require_claims=["exp", "sub", "iat"],
         description="Bearer token from POST /api/auth/login",
+        authentication_middleware_class=CachedJWTMiddleware,
     )
 
 

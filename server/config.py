@@ -45,7 +45,8 @@ def _secret_bytes(env: Mapping[str, str], name: str, *, dev: bool, min_len: int 
     raw = read_secret(env, name)
     if raw is None:
         if dev:
-            return _dev_secret(name)
+            # Printable, so the HMAC key PyJWT derives from the string is exactly these bytes.
+            return _dev_secret(name).hex().encode()
         raise ConfigError(
             f"{name} is not set. Outside development mode every secret must come from the "
             f"environment or {name}_FILE; generate one with: "
@@ -54,6 +55,8 @@ def _secret_bytes(env: Mapping[str, str], name: str, *, dev: bool, min_len: int 
     data = raw.encode()
     if len(data) < min_len:
         raise ConfigError(f"{name} must be at least {min_len} characters long")
+    if not dev and data == _dev_secret(name).hex().encode():
+        raise ConfigError(f"{name} is the published development value; generate a new one")
     return data
 
 

@@ -36,6 +36,12 @@ async def init_connection(conn: Connection) -> None:
         )
 
 
+async def _keep_session(conn: Connection) -> None:
+    """Pool release without asyncpg's RESET ALL round trip (asyncpg still rolls back any
+    open transaction). Rule: pool connections hold no session state; LISTEN, SET and
+    advisory locks belong on dedicated connections."""
+
+
 async def create_pool(settings: Settings, *, min_size: int | None = None) -> Pool:
     """A pool on settings.database.url; connections speak UTC and decode JSON."""
     if not settings.database.url:
@@ -46,6 +52,7 @@ async def create_pool(settings: Settings, *, min_size: int | None = None) -> Poo
         max_size=settings.database.pool_max,
         command_timeout=settings.database.command_timeout_s,
         init=init_connection,
+        reset=_keep_session,
         server_settings={"timezone": "UTC", "application_name": "estateops"},
     )
     assert pool is not None

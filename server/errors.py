@@ -9,6 +9,7 @@ logged with its request id and answered with a bare 500 (never a traceback).
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import asyncpg
@@ -17,6 +18,7 @@ from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
     PermissionDeniedException,
+    SerializationException,
     ValidationException,
 )
 from litestar.exceptions import (
@@ -119,33 +121,39 @@ def _validation_errors(extra: Any) -> list[dict[str, str]]:
     for item in extra if isinstance(extra, list) else []:
         if isinstance(item, dict):
             message = str(item.get("message", "invalid"))
-            key = item.get("key")
-            field = str(key) if key else _field_from_message(message)
+            # Litestar keys body errors by the handler's parameter ("data") at the top level.
+            key = str(item.get("key") or "")
+            key = "" if key == "data" else key
+            named = _field_from_message(message)
+            field = ".".join(part for part in (key, named) if part) or "body"
             errors.append({"field": field, "message": message})
     return errors
 
 
 def _field_from_message(message: str) -> str:
-    # msgspec says e.g. "Expected `int`, got `str` - at `$.site_ids[0]`" or
-    # "Object contains unknown field `foo` - at `$`".
-    if "unknown field `" in message:
-        return message.split("unknown field `", 1)[1].split("`", 1)[0]
-    if "missing required field `" in message:
-        return message.split("missing required field `", 1)[1].split("`", 1)[0]
+    # msgspec says e.g. "Object contains unknown field `foo`" or
+    # "Object missing required field `name`"; Litestar has moved the location to the key.
+    for marker in ("unknown field `", "missing required field `"):
+        if marker in message:
+            return message.split(marker, 1)[1].split("`", 1)[0]
     if "- at `$." in message:
         return message.rsplit("- at `$.", 1)[1].rstrip("`")
-    return "body"
+    return ""
 
 
 def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     headers = dict(exc.headers or {})
     if isinstance(exc, ValidationException):
-        errors = _validation_errors(exc.extra)
-        text = " ".join(e["message"] for e in errors) or str(exc.detail)
-        if "malformed" in text.lower() or "json is" in text.lower() or not errors:
+        # Litestar reports a missing body as the KeyError text "'data'".
+        if any(i.get("key") == "data" and i.get("message") == "'data'" for i in _items(exc.extra)):
             return problem_response(
-                400, "malformed-body", "Malformed request body", text, request, headers
+                400, "malformed-body", "Malformed request body", "A JSON body is required", request
+            )
+        errors = _validation_errors(exc.extra)
+        if not errors:
+            return problem_response(
+                400, "malformed-body", "Malformed request body", str(exc.detail), request, headers
             )
         return problem_response(
             422,
@@ -170,16 +178,42 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
         return problem_response(403, "forbidden", "Forbidden", exc.detail, request, headers)
     if isinstance(exc, LitestarNotFound) or status == 404:
         return problem_response(404, "not-found", "Not found", "No such resource", request)
+    if status >= 500:
+        return _on_unexpected(request, exc)
+    if status == 400 and isinstance(exc.__cause__, SerializationException):
+        # A body that does not parse (Litestar turns the decode error into a plain 400).
+        return problem_response(
+            400, "malformed-body", "Malformed request body", str(exc.detail), request, headers
+        )
     slug = {
+        400: "bad-request",
         405: "method-not-allowed",
         413: "payload-too-large",
         415: "unsupported-media-type",
         429: "rate-limited",
     }.get(status, "http-error")
-    if status >= 500:
-        return _on_unexpected(request, exc)
-    return problem_response(status, slug, str(exc.detail), None, request, headers)
+    # The title stays the same for a type; what varies goes in the detail.
+    title = HTTPStatus(status).phrase if status in _KNOWN_STATUSES else "Request refused"
+    return problem_response(status, slug, title, str(exc.detail), request, headers)
 
+
+def _items(extra: Any) -> list[dict[str, Any]]:
+    return [i for i in extra if isinstance(i, dict)] if isinstance(extra, list) else []
+
+
+_KNOWN_STATUSES = frozenset(s.value for s in HTTPStatus)
+
+
+def _on_bad_argument(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.warning("refused a value the database cannot take: %s", exc)
+    return problem_response(
+        422, "validation", "Invalid input", "A value in the request is out of range", request
+    )
+
+
+# SQLSTATE class 22: asyncpg raises it when it cannot encode a bound argument (an id
+# beyond bigint) before anything is sent, and PostgreSQL for values it cannot store.
+_ArgumentError = asyncpg.exceptions.DataError
 
 _DB_DOWN = (
     OSError,
@@ -204,6 +238,8 @@ def _on_db_down(request: Request[Any, Any, Any], exc: Exception) -> Response[dic
 
 
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, _ArgumentError):
+        return _on_bad_argument(request, exc)
     if isinstance(exc, _DB_DOWN):
         return _on_db_down(request, exc)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

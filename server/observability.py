@@ -66,6 +66,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), ""
         )
         rid = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)
         started = time.perf_counter()
         status = 500
@@ -74,7 +75,6 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = rid
             await send(message)
 
         try:
@@ -96,3 +96,23 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             request_id_var.reset(token)
 
     return middleware
+
+
+def request_id_of(scope: Scope) -> str:
+    """The request's id: set by the middleware, else the caller's (if sane), else a new one."""
+    state = scope.setdefault("state", {})
+    rid = state.get("request_id")
+    if rid is None:
+        incoming = next(
+            (v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-request-id"),
+            "",
+        )
+        rid = state["request_id"] = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+    return str(rid)
+
+
+async def echo_request_id(message: Message, scope: Scope) -> None:
+    """before_send hook: every response carries X-Request-ID, including those answered
+    before any route runs (unknown path, wrong method, missing token)."""
+    if message["type"] == "http.response.start":
+        MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id_of(scope)

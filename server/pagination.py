@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Generic, TypeVar
 
 import msgspec
+from litestar.params import Parameter
 
 T = TypeVar("T")
 
-Limit = Annotated[int, msgspec.Meta(ge=1, le=500)]
+# A query parameter: Litestar checks Parameter bounds there (msgspec.Meta it does not).
+Limit = Annotated[int, Parameter(ge=1, le=500)]
 DEFAULT_LIMIT = 100
 
 

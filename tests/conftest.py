@@ -163,14 +163,14 @@ class World:
         user_id: int = await self.conn.fetchval(
             "INSERT INTO users"
             " (username, password_hash, full_name, role, unit_id, skills, qualifications)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING id",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             username,
             self.pw_hash,
             username.title(),
             role,
             unit_id,
             extra.get("skills", []),
-            extra.get("qualifications", "[]"),
+            extra.get("qualifications", []),
         )
         for s in site_ids:
             await self.conn.execute(

@@ -97,7 +97,7 @@ async def identify(
     cannot be accepted twice.
     """
     if proof.method == "qr" and proof.qr is not None:
-        hit = await _by_qr(conn, settings, proof.qr)
+        return await _by_qr(conn, settings, principal, proof.qr)
     elif proof.method == "nfc_uid" and proof.nfc_uid is not None:
         hit = await _by_uid(conn, proof.nfc_uid)
     elif proof.method == "nfc_sun" and proof.nfc_sun is not None:
@@ -109,24 +109,52 @@ async def identify(
     return hit
 
 
-async def _by_qr(conn: Connection, settings: Settings, token: str) -> CheckpointHit:
+def verify_qr(settings: Settings, token: str) -> qr_token.QrClaims:
+    """The claims of a genuinely signed token; version and site are checked against the row."""
     try:
-        claims = qr_token.verify(qr_ring(settings), token)
+        return qr_token.verify(qr_ring(settings), token)
     except qr_token.InvalidQrToken as exc:
         raise ScanRefused("invalid_qr") from exc
+
+
+def checkpoint_from_qr(
+    row: asyncpg.Record, claims: qr_token.QrClaims, principal: Principal, prefix: str = "cp_"
+) -> CheckpointHit:
+    """Check a token's claims against its checkpoint's row (columns named prefix + name)."""
+    site_id = row[prefix + "site_id"]
+    if site_id is None:
+        raise ScanRefused("unknown_checkpoint")
+    where = {"site_id": site_id, "checkpoint_id": claims.checkpoint_id}
+    if site_id != claims.site_id:
+        # A validly signed token whose site disagrees with the checkpoint: never issued by us.
+        raise ScanRefused("invalid_qr", **where)
+    if claims.token_version != row[prefix + "token_version"]:
+        raise ScanRefused("revoked_qr", **where)
+    if not row[prefix + "active"]:
+        raise ScanRefused("inactive_checkpoint", **where)
+    if not principal.sees_site(site_id):
+        raise ScanRefused("not_on_site", **where)
+    return CheckpointHit(
+        id=claims.checkpoint_id,
+        site_id=site_id,
+        zone_id=row[prefix + "zone_id"],
+        unit_id=row[prefix + "unit_id"],
+        lat=row[prefix + "lat"],
+        lon=row[prefix + "lon"],
+        radius_m=row[prefix + "radius_m"],
+    )
+
+
+async def _by_qr(
+    conn: Connection, settings: Settings, principal: Principal, token: str
+) -> CheckpointHit:
+    claims = verify_qr(settings, token)
     row = await conn.fetchrow(
         f"SELECT {_COLS} FROM checkpoints WHERE id = $1", claims.checkpoint_id
     )
     if row is None:
         raise ScanRefused("unknown_checkpoint")
-    if row["site_id"] != claims.site_id:
-        # A validly signed token whose site disagrees with the checkpoint: never issued by us.
-        raise ScanRefused("invalid_qr", site_id=row["site_id"], checkpoint_id=row["id"])
-    if claims.token_version != row["token_version"]:
-        raise ScanRefused("revoked_qr", site_id=row["site_id"], checkpoint_id=row["id"])
-    if not row["active"]:
-        raise ScanRefused("inactive_checkpoint", site_id=row["site_id"], checkpoint_id=row["id"])
-    return _hit(row)
+    return checkpoint_from_qr(row, claims, principal, prefix="")
 
 
 async def _by_uid(conn: Connection, raw_uid: str) -> CheckpointHit:

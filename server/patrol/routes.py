@@ -13,7 +13,7 @@ from litestar.params import QueryParameter
 
 from server.auth import STAFF_ROLES, SUPERVISING_ROLES, Principal, require_roles
 from server.checkpoints.verify import ScanRefused
-from server.db import Connection
+from server.db import Connection, Pool
 from server.errors import PROBLEM_BASE, Invalid, NotFound, Problem
 from server.pagination import DEFAULT_LIMIT, Limit, Page, page_of
 from server.patrol import report, scans, store
@@ -136,90 +136,94 @@ class ScanController(Controller):
         "/",
         summary="Record a checkpoint scan (201 new, 200 already stored)",
     )
-    async def create_scan(
-        self, db: Connection, principal: Principal, state: State, data: ScanIn
-    ) -> Response[Any]:
-        try:
-            async with db.transaction():  # a savepoint: a refusal undoes only this attempt
-                accepted = await scans.ingest(db, state.settings, principal, data)
-        except ScanRefused as refused:
-            method = scans.proof_of(data).method
-            await scans.record(db, principal, data, refused, method)
-            return Response(
-                refusal_problem(refused), status_code=422, media_type="application/problem+json"
-            )
+    async def create_scan(self, principal: Principal, state: State, data: ScanIn) -> Response[Any]:
+        # No request-wide transaction: a QR scan is one read and one atomic write, and the
+        # round's row lock is held only for that statement (scans of one round come together).
+        pool: Pool = state.pool
+        async with pool.acquire() as conn:
+            try:
+                accepted = await scans.ingest(conn, state.settings, principal, data)
+            except ScanRefused as refused:
+                await scans.record(conn, principal, data, refused, scans.proof_of(data).method)
+                return Response(
+                    refusal_problem(refused), status_code=422, media_type="application/problem+json"
+                )
         return Response(accepted.scan, status_code=201 if accepted.created else 200)
 
     @post("/batch", summary="Offline sync: up to 500 scans, one result each, idempotent")
-    async def create_batch(
-        self, db: Connection, principal: Principal, state: State, data: BatchIn
-    ) -> BatchOut:
-        results: list[BatchItem] = []
-        stored = duplicates = refused_count = 0
-        now = datetime.now(UTC)
-        for index, raw in enumerate(data.scans):
-            try:
-                item = msgspec.convert(raw, ScanIn)
-            except msgspec.ValidationError as exc:
-                refused_count += 1
-                results.append(
-                    BatchItem(
-                        index=index,
-                        status=422,
-                        id=_maybe_uuid(raw.get("id")),
-                        problem={
-                            "type": f"{PROBLEM_BASE}validation",
-                            "title": "Invalid input",
-                            "status": 422,
-                            "detail": str(exc),
-                        },
-                    )
-                )
-                continue
-            try:
-                async with db.transaction():
-                    accepted = await scans.ingest(
-                        db, state.settings, principal, item, sent_at=data.sent_at, now=now
-                    )
-            except ScanRefused as refused:
-                refused_count += 1
-                await scans.record(db, principal, item, refused, scans.proof_of(item).method)
-                results.append(
-                    BatchItem(index=index, status=422, id=item.id, problem=refusal_problem(refused))
-                )
-                continue
-            except Problem as problem:
-                refused_count += 1
-                results.append(
-                    BatchItem(
-                        index=index,
-                        status=problem.status,
-                        id=item.id,
-                        problem={
-                            "type": PROBLEM_BASE + problem.slug,
-                            "title": problem.title,
-                            "status": problem.status,
-                            "detail": problem.detail,
-                            **problem.extra,
-                        },
-                    )
-                )
-                continue
-            if accepted.created:
-                stored += 1
-            else:
-                duplicates += 1
+    async def create_batch(self, principal: Principal, state: State, data: BatchIn) -> BatchOut:
+        pool: Pool = state.pool
+        async with pool.acquire() as conn:
+            return await _ingest_batch(conn, principal, state, data)
+
+
+async def _ingest_batch(
+    db: Connection, principal: Principal, state: State, data: BatchIn
+) -> BatchOut:
+    """Each item on its own: a refused or malformed item never spoils the others."""
+    results: list[BatchItem] = []
+    stored = duplicates = refused_count = 0
+    now = datetime.now(UTC)
+    for index, raw in enumerate(data.scans):
+        try:
+            item = msgspec.convert(raw, ScanIn)
+        except msgspec.ValidationError as exc:
+            refused_count += 1
             results.append(
                 BatchItem(
                     index=index,
-                    status=201 if accepted.created else 200,
-                    id=item.id,
-                    result=accepted.scan,
+                    status=422,
+                    id=_maybe_uuid(raw.get("id")),
+                    problem={
+                        "type": f"{PROBLEM_BASE}validation",
+                        "title": "Invalid input",
+                        "status": 422,
+                        "detail": str(exc),
+                    },
                 )
             )
-        return BatchOut(
-            stored=stored, duplicates=duplicates, refused=refused_count, results=results
+            continue
+        try:
+            accepted = await scans.ingest(
+                db, state.settings, principal, item, sent_at=data.sent_at, now=now
+            )
+        except ScanRefused as refused:
+            refused_count += 1
+            await scans.record(db, principal, item, refused, scans.proof_of(item).method)
+            results.append(
+                BatchItem(index=index, status=422, id=item.id, problem=refusal_problem(refused))
+            )
+            continue
+        except Problem as problem:
+            refused_count += 1
+            results.append(
+                BatchItem(
+                    index=index,
+                    status=problem.status,
+                    id=item.id,
+                    problem={
+                        "type": PROBLEM_BASE + problem.slug,
+                        "title": problem.title,
+                        "status": problem.status,
+                        "detail": problem.detail,
+                        **problem.extra,
+                    },
+                )
+            )
+            continue
+        if accepted.created:
+            stored += 1
+        else:
+            duplicates += 1
+        results.append(
+            BatchItem(
+                index=index,
+                status=201 if accepted.created else 200,
+                id=item.id,
+                result=accepted.scan,
+            )
         )
+    return BatchOut(stored=stored, duplicates=duplicates, refused=refused_count, results=results)
 
 
 def _maybe_uuid(value: object) -> uuid.UUID | None:

@@ -203,9 +203,7 @@ async def close_due_rounds(conn: Connection, now: datetime, *, batch: int = 500)
     Returns the ids of rounds that became missed or incomplete.
     """
     rows = await conn.fetch(
-        "SELECT r.id, r.site_id, r.expected, r.ends_at, r.grace_minutes, r.status,"
-        " coalesce((SELECT array_agg(DISTINCT s.checkpoint_id) FROM scans s"
-        "           WHERE s.round_id = r.id), '{}') AS scanned"
+        "SELECT r.id, r.site_id, r.expected, r.ends_at, r.grace_minutes, r.status, r.scanned"
         " FROM rounds r WHERE r.closed_at IS NULL"
         " AND r.ends_at + make_interval(mins => r.grace_minutes) < $1"
         " ORDER BY r.ends_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED",
@@ -278,52 +276,95 @@ async def existing_scan(conn: Connection, scan_id: uuid.UUID) -> tuple[int, Scan
     )
 
 
-# One round trip gathers what the flag rules look at: the round this scan belongs to (the
-# one whose window holds it, preferring on-time over early or late), the checkpoints that
-# round has seen, and the same guard's previous and recent scans.
+# One round trip gathers all a scan needs: the checkpoint, a scan already stored under this
+# id (a retry), the round this scan belongs to (the one whose window holds it, preferring
+# on-time over early or late), and the same guard's previous and recent scans.
 _CONTEXT = """
-SELECT rd.id AS round_id, rd.starts_at, rd.ends_at, rd.grace_minutes, rd.ordered, rd.expected,
-       rd.not_before, rd.status, rd.closed_at, rd.final_after,
-       coalesce((SELECT array_agg(s.checkpoint_id ORDER BY s.scanned_at) FROM scans s
-                 WHERE s.round_id = rd.id), '{}') AS round_scanned,
+SELECT cp.site_id AS cp_site_id, cp.zone_id AS cp_zone_id, cp.unit_id AS cp_unit_id,
+       cp.lat AS cp_lat, cp.lon AS cp_lon, cp.radius_m AS cp_radius_m, cp.active AS cp_active,
+       cp.token_version AS cp_token_version,
+       ex.guard_id AS ex_guard_id, ex.checkpoint_id AS ex_checkpoint_id,
+       ex.round_id AS ex_round_id, ex.flags AS ex_flags, ex.scanned_at AS ex_scanned_at,
+       rd.id AS round_id, rd.starts_at, rd.ends_at, rd.grace_minutes, rd.ordered, rd.expected,
+       rd.not_before, rd.status, rd.closed_at, rd.final_after, rd.scanned AS round_scanned,
        prev.scanned_at AS prev_at, prev.checkpoint_id AS prev_checkpoint,
        prev.lat AS prev_lat, prev.lon AS prev_lon,
-       coalesce((SELECT array_agg(o.scanned_at) FROM scans o
-                 WHERE o.guard_id = $3 AND o.checkpoint_id <> $2
-                   AND o.scanned_at BETWEEN $4::timestamptz - interval '60 seconds'
-                                        AND $4::timestamptz), '{}')
-           AS recent_others
+       -- A few are enough to tell a burst; never the whole minute of a busy guard.
+       coalesce((SELECT array_agg(o.scanned_at) FROM (
+                     SELECT scanned_at FROM scans
+                     WHERE guard_id = $3 AND checkpoint_id <> $1
+                       AND scanned_at BETWEEN $4::timestamptz - interval '60 seconds'
+                                          AND $4::timestamptz
+                     ORDER BY scanned_at DESC LIMIT 10) o), '{}') AS recent_others
 FROM (SELECT 1) one
+LEFT JOIN checkpoints cp ON cp.id = $1
+LEFT JOIN scans ex ON ex.id = $2
 LEFT JOIN LATERAL (
     SELECT r.* FROM rounds r
-    WHERE r.site_id = $1 AND r.expected @> ARRAY[$2::bigint]
+    WHERE r.site_id = cp.site_id AND r.expected @> ARRAY[$1::bigint]
       AND r.starts_at <= $4::timestamptz + $5::interval
-      AND r.ends_at + make_interval(mins => r.grace_minutes) >= $4
-      AND r.starts_at > $4 - interval '2 days'
+      AND r.ends_at + make_interval(mins => r.grace_minutes) >= $4::timestamptz
+      AND r.starts_at > $4::timestamptz - interval '2 days'
       AND (NOT EXISTS (SELECT 1 FROM patrol_route_guards g WHERE g.route_id = r.route_id)
            OR EXISTS (SELECT 1 FROM patrol_route_guards g
                       WHERE g.route_id = r.route_id AND g.user_id = $3))
-    ORDER BY (r.starts_at <= $4 AND $4 < r.ends_at) DESC,
-             (r.starts_at <= $4) DESC, r.starts_at DESC
+    ORDER BY (r.starts_at <= $4::timestamptz AND $4::timestamptz < r.ends_at) DESC,
+             (r.starts_at <= $4::timestamptz) DESC, r.starts_at DESC
     LIMIT 1
 ) rd ON true
 LEFT JOIN LATERAL (
     SELECT p.scanned_at, p.checkpoint_id, p.lat, p.lon FROM scans p
-    WHERE p.guard_id = $3 AND p.scanned_at <= $4
+    WHERE p.guard_id = $3 AND p.scanned_at <= $4::timestamptz
     ORDER BY p.scanned_at DESC LIMIT 1
 ) prev ON true
 """
 
 
 async def scan_context(
-    conn: Connection, site_id: int, checkpoint_id: int, guard_id: int, scanned_at: datetime
+    conn: Connection,
+    checkpoint_id: int,
+    scan_id: uuid.UUID,
+    guard_id: int,
+    scanned_at: datetime,
 ) -> asyncpg.Record:
-    row = await conn.fetchrow(_CONTEXT, site_id, checkpoint_id, guard_id, scanned_at, EARLY_MATCH)
+    row = await conn.fetchrow(_CONTEXT, checkpoint_id, scan_id, guard_id, scanned_at, EARLY_MATCH)
     assert row is not None
     return row
 
 
-async def insert_scan(
+# The scan and its round's progress in one statement (atomic without a transaction). The
+# round's new status is computed from its own row under the row lock, so two scans of the
+# last two checkpoints arriving together still complete it. A closed round is re-scored
+# (completed or incomplete) until final_after: a late offline scan counts.
+_STORE_SCAN = """
+WITH ins AS (
+    INSERT INTO scans (id, site_id, checkpoint_id, round_id, guard_id, method, scanned_at,
+                       received_at, sent_at, lat, lon, accuracy_m, note, nfc_counter, flags)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING round_id, checkpoint_id
+), locked AS (
+    SELECT r.id, r.status FROM rounds r JOIN ins ON r.id = ins.round_id FOR UPDATE OF r
+), upd AS (
+    UPDATE rounds r SET
+        scanned = CASE WHEN $3 = ANY(r.scanned) THEN r.scanned ELSE r.scanned || $3::bigint END,
+        scanned_count = (SELECT count(DISTINCT e) FROM unnest(r.expected) e
+                         WHERE e = ANY(r.scanned || $3::bigint)),
+        status = CASE
+            WHEN r.expected <@ (r.scanned || $3::bigint) THEN 'completed'
+            WHEN r.closed_at IS NULL THEN 'in_progress'
+            ELSE 'incomplete' END
+    FROM locked
+    WHERE r.id = locked.id AND (r.closed_at IS NULL OR r.final_after >= $8)
+    RETURNING r.status
+)
+SELECT (SELECT count(*) FROM ins) AS inserted,
+       (SELECT status FROM locked) AS old_status,
+       (SELECT status FROM upd) AS new_status
+"""
+
+
+async def store_scan(
     conn: Connection,
     *,
     scan_id: uuid.UUID,
@@ -342,12 +383,9 @@ async def insert_scan(
     nfc_counter: int | None,
     flags: Sequence[str],
 ) -> bool:
-    """Store the scan; False if a concurrent retry stored the same id first."""
-    inserted = await conn.fetchval(
-        "INSERT INTO scans (id, site_id, checkpoint_id, round_id, guard_id, method, scanned_at,"
-        " received_at, sent_at, lat, lon, accuracy_m, note, nfc_counter, flags)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        " ON CONFLICT (id) DO NOTHING RETURNING true",
+    """Store the scan and advance its round; False if a concurrent retry stored it first."""
+    row = await conn.fetchrow(
+        _STORE_SCAN,
         scan_id,
         site_id,
         checkpoint_id,
@@ -364,59 +402,18 @@ async def insert_scan(
         nfc_counter,
         list(flags),
     )
-    return bool(inserted)
-
-
-async def rescore_round(
-    conn: Connection,
-    ctx: asyncpg.Record,
-    checkpoint_id: int,
-    scan_id: uuid.UUID,
-    now: datetime,
-) -> None:
-    """Update the round a scan joined: progress while open; re-score while provisional."""
-    scanned = [*ctx["round_scanned"], checkpoint_id]
-    if ctx["closed_at"] is None:
-        score = score_round(
-            ctx["expected"],
-            scanned,
-            now=now,
-            end=ctx["ends_at"],
-            grace_minutes=ctx["grace_minutes"],
-        )
-        status = score.status if score.status == "completed" else "in_progress"
-        await conn.execute(
-            "UPDATE rounds SET status = $2, scanned_count = $3 WHERE id = $1",
-            ctx["round_id"],
-            status,
-            score.scanned_count,
-        )
-        return
-    if ctx["final_after"] is not None and now > ctx["final_after"]:
-        return  # past the sync horizon: the score is final
-    # A late offline scan of a closed round: score it as it would have been at closing.
-    score = score_round(
-        ctx["expected"],
-        scanned,
-        now=ctx["closed_at"],
-        end=ctx["ends_at"],
-        grace_minutes=ctx["grace_minutes"],
-    )
-    await conn.execute(
-        "UPDATE rounds SET status = $2, scanned_count = $3 WHERE id = $1",
-        ctx["round_id"],
-        score.status,
-        score.scanned_count,
-    )
-    if score.status != ctx["status"]:
+    assert row is not None
+    old, new = row["old_status"], row["new_status"]
+    if old is not None and new is not None and old != new and old in ("incomplete", "missed"):
         await conn.execute(
             "INSERT INTO round_changes (round_id, from_status, to_status, scan_id, reason)"
             " VALUES ($1, $2, $3, $4, 'late offline scan')",
-            ctx["round_id"],
-            ctx["status"],
-            score.status,
+            round_id,
+            old,
+            new,
             scan_id,
         )
+    return bool(row["inserted"])
 
 
 async def record_refusal(

@@ -13,6 +13,8 @@ Role = Literal[
 Username = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}$")]
 Password = Annotated[str, msgspec.Meta(min_length=10, max_length=200)]
 Skill = Annotated[str, msgspec.Meta(pattern=r"^[a-z_]{2,32}$")]
+# A row id as the database stores it (bigint identity), so a wild number never reaches SQL.
+Id = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 
 
 class Qualification(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -40,8 +42,8 @@ class UserIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     role: Role
     full_name: Annotated[str, msgspec.Meta(max_length=100)] = ""
     phone: Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9 -]{5,20}$")] | None = None
-    site_ids: Annotated[list[int], msgspec.Meta(max_length=100)] = []
-    unit_id: int | None = None
+    site_ids: Annotated[list[Id], msgspec.Meta(max_length=100)] = []
+    unit_id: Id | None = None
     skills: Annotated[list[Skill], msgspec.Meta(max_length=30)] = []
     qualifications: Annotated[list[Qualification], msgspec.Meta(max_length=30)] = []
 
@@ -50,7 +52,7 @@ class UserPatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     full_name: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     phone: Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9 -]{5,20}$")] | None = None
     password: Password | None = None
-    site_ids: Annotated[list[int], msgspec.Meta(max_length=100)] | None = None
+    site_ids: Annotated[list[Id], msgspec.Meta(max_length=100)] | None = None
     skills: Annotated[list[Skill], msgspec.Meta(max_length=30)] | None = None
     qualifications: Annotated[list[Qualification], msgspec.Meta(max_length=30)] | None = None
     active: bool | None = None

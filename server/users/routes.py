@@ -155,7 +155,9 @@ class UserController(Controller):
         user = await _managed_user(db, principal, user_id)
         if data.site_ids is not None:
             sites = await _checked_sites(db, principal, user.role, data.site_ids, user.unit_id)
-            data = msgspec.structs.replace(data, site_ids=sites)
+            # Memberships of sites the caller cannot see are not theirs to remove.
+            hidden = [s for s in user.site_ids if not principal.sees_site(s)]
+            data = msgspec.structs.replace(data, site_ids=sites + hidden)
         password_hash = (
             await asyncio.to_thread(hash_password, data.password) if data.password else None
         )

@@ -523,6 +523,10 @@ async def test_patrol_report_on_known_data(patrol: Patrol) -> None:
             at,
             ["late"] if round_id == ids[1] else [],
         )
+    await conn.execute(
+        "UPDATE rounds r SET scanned = coalesce((SELECT array_agg(DISTINCT s.checkpoint_id)"
+        " FROM scans s WHERE s.round_id = r.id), '{}')"
+    )
     await store.close_due_rounds(conn, base + timedelta(hours=5))
     r = await patrol.client.get(
         "/api/reports/patrol",

@@ -1,0 +1,230 @@
+"""Shared benchmark plumbing: a PostgreSQL, an API server process, wrk, an open-loop load.
+
+Benchmarks are not tests: they print their numbers (each against a baseline
+measured in the same run) and can append them to docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server import migrate  # noqa: E402
+from server.embedded import EmbeddedPostgres, free_port  # noqa: E402
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    system = f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {system}"
+
+
+def today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """A migrated PostgreSQL: BENCH_DATABASE_URL if set, else an embedded one (fsync on)."""
+    given = os.environ.get("BENCH_DATABASE_URL")
+    if given:
+        asyncio.run(_migrate(given))
+        yield given
+        return
+    folder = Path(tempfile.mkdtemp(prefix="estateops-bench-"))
+    durable = os.environ.get("BENCH_FSYNC", "1") != "0"
+    pg = EmbeddedPostgres(folder, durable=durable, database="bench")
+    pg.start()
+    try:
+        asyncio.run(_migrate(pg.url()))
+        yield pg.url()
+    finally:
+        pg.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _migrate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate.apply(conn)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def api_server(db_url: str, workers: int = 1) -> Iterator[str]:
+    """The API plus a baseline route (bench/bench_app.py), under uvicorn."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        DATABASE_URL=db_url,
+        ESTATEOPS_LOG_LEVEL="WARNING",
+        ESTATEOPS_DB_POOL_MAX="20",
+        PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'bench'}",
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "bench_app:create",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(base + "/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("the API did not become ready")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+WRK_SCRIPT = r"""
+local tokens = {TOKENS}
+local bearers = {BEARERS}
+local counter = 0
+local prefix = "PREFIX"
+request = function()
+  counter = counter + 1
+  local id = string.format("%s-%04x-4%03x-8%03x-%012x", prefix, counter % 65536,
+      math.floor(counter / 65536) % 4096, math.random(0, 4095), counter)
+  local body = '{"id":"' .. id .. '","scanned_at":"' .. os.date("!%Y-%m-%dT%H:%M:%SZ") ..
+      '","qr":"' .. tokens[math.random(#tokens)] .. '","lat":31.0,"lon":121.0,"accuracy_m":5}'
+  return wrk.format("POST", nil, {["Content-Type"]="application/json",
+      ["Authorization"]="Bearer " .. bearers[math.random(#bearers)]}, body)
+end
+"""
+
+
+def wrk(
+    url: str, bearers: list[str], qr_tokens: list[str], seconds: int = 10, connections: int = 16
+) -> float:
+    """Requests per second that wrk sustains (closed loop, one thread), non-2xx counted out."""
+    script = WRK_SCRIPT.replace("{TOKENS}", "{" + ",".join(json.dumps(t) for t in qr_tokens) + "}")
+    script = script.replace("{BEARERS}", "{" + ",".join(json.dumps(b) for b in bearers) + "}")
+    script = script.replace("PREFIX", os.urandom(4).hex())
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", f.name, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(f.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    if bad:
+        rps *= 1 - int(bad.group(1)) / total
+        print(f"  warning: {bad.group(1)} of {total} responses were not 2xx", file=sys.stderr)
+    return rps
+
+
+async def open_loop(
+    url: str,
+    make_body: Callable[[int], bytes],
+    headers: dict[str, str],
+    rate: float,
+    seconds: float,
+) -> dict[str, float]:
+    """Offer `rate` requests/s on a fixed schedule; latency counts from the scheduled time."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+        start = time.perf_counter()
+        tasks = []
+
+        async def one(i: int, due: float) -> None:
+            nonlocal errors
+            try:
+                r = await client.post(url, content=make_body(i), headers=headers)
+                if r.status_code >= 300:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.perf_counter() - due)
+
+        n = int(rate * seconds)
+        for i in range(n):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, due)))
+        await asyncio.gather(*tasks)
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100)
+    return {"offered_rps": rate, "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "errors": errors}
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or add) the section `name` of docs/PERFORMANCE.md."""
+    path = ROOT / "docs" / "PERFORMANCE.md"
+    text = path.read_text() if path.exists() else "# Performance\n"
+    marker_start = f"<!-- bench:{name} -->"
+    marker_end = f"<!-- /bench:{name} -->"
+    block = f"{marker_start}\n{body.rstrip()}\n{marker_end}"
+    if marker_start in text:
+        pattern = re.escape(marker_start) + r".*?" + re.escape(marker_end)
+        text = re.sub(pattern, block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)

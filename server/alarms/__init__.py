@@ -1,0 +1,1 @@
+"""Alarms raised by devices: ingest of device messages, listing and acknowledgement."""

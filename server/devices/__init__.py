@@ -1,0 +1,1 @@
+"""Devices (sensors and gateways), their inbox of events, and dead letters."""
