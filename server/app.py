@@ -16,6 +16,7 @@ from litestar.types import ControllerRouterHandler
 
 from server import migrate
 from server.alarms.routes import AlarmController
+from server.alerts.routes import AlertController
 from server.auth import make_jwt_auth, provide_principal
 from server.checkpoints.routes import CheckpointController
 from server.config import Settings, load_settings
@@ -89,6 +90,7 @@ def route_handlers() -> list[ControllerRouterHandler]:
         DeviceController,
         DeadLetterController,
         AlarmController,
+        AlertController,
     ]
 
 

@@ -570,3 +570,33 @@ async def test_patrol_report_on_known_data(patrol: Patrol) -> None:
         headers=patrol.world.headers(resident),
     )
     assert r.status_code == 403
+
+
+async def test_supervisors_see_and_acknowledge_missed_round_alerts(patrol: Patrol) -> None:
+    route = await patrol.route(grace_minutes=0)
+    conn = patrol.world.conn
+    current = await _round_at(conn, route["id"], datetime.now(UTC))
+    await store.close_due_rounds(conn, current["ends_at"] + timedelta(minutes=1))
+    sup = patrol.world.headers(patrol.supervisor)
+    listed = await patrol.client.get(
+        f"/api/alerts?site_id={patrol.site}&unacknowledged=true", headers=sup
+    )
+    assert listed.status_code == 200
+    alert = listed.json()["items"][0]
+    assert (alert["kind"], alert["subject_id"]) == ("round_missed", current["id"])
+    acked = await patrol.client.post(f"/api/alerts/{alert['id']}/ack", headers=sup)
+    assert acked.status_code == 201
+    assert acked.json()["acknowledged_by"] == patrol.supervisor.id
+    again = await patrol.client.get(
+        f"/api/alerts?site_id={patrol.site}&unacknowledged=true", headers=sup
+    )
+    assert again.json()["items"] == []
+    # Guards do not get the supervisors' alerts; another site's supervisor gets 404.
+    assert (
+        await patrol.client.get("/api/alerts", headers=patrol.world.headers(patrol.guard))
+    ).status_code == 403
+    other_sup = await patrol.world.user("sup2", "supervisor", patrol.other_site)
+    r = await patrol.client.post(
+        f"/api/alerts/{alert['id']}/ack", headers=patrol.world.headers(other_sup)
+    )
+    assert r.status_code == 404

@@ -1,0 +1,1 @@
+"""Alerts for a site's supervisors: missed rounds, SLA breaches, silent devices."""
