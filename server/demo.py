@@ -87,7 +87,44 @@ async def seed_demo(url: str) -> list[str]:
                     f"  site {code} (id {site_id}, {kind}): users "
                     + ", ".join(u for u, _, _ in users)
                 )
+                await _seed_patrol(conn, site_id, kind)
+                lines.append(
+                    "    checkpoints and a patrol route; printable QR labels: "
+                    f"GET /api/sites/{site_id}/checkpoints/qr-sheet.pdf"
+                )
     finally:
         await conn.close()
     lines.append(f"  every demo user's password (new on each start): {password}")
     return lines
+
+
+async def _seed_patrol(conn: asyncpg.Connection[asyncpg.Record], site_id: int, kind: str) -> None:
+    """One checkpoint per zone, near each other, and a route through all of them."""
+    zones = await conn.fetch("SELECT id, name FROM zones WHERE site_id = $1 ORDER BY id", site_id)
+    for i, zone in enumerate(zones):
+        await conn.execute(
+            "INSERT INTO checkpoints (site_id, zone_id, name, lat, lon, radius_m)"
+            " VALUES ($1, $2, $3, $4, $5, 40) ON CONFLICT (site_id, name) DO NOTHING",
+            site_id,
+            zone["id"],
+            zone["name"],
+            31.2304 + 0.0003 * i,
+            121.4737 + 0.0002 * i,
+        )
+    if await conn.fetchval("SELECT 1 FROM patrol_routes WHERE site_id = $1", site_id):
+        return
+    interval = 120 if kind == "residential" else 60  # the service standard
+    route_id = await conn.fetchval(
+        "INSERT INTO patrol_routes (site_id, name, interval_minutes, duration_minutes)"
+        " VALUES ($1, $2, $3, $3) RETURNING id",
+        site_id,
+        "全区巡逻 Full patrol",
+        interval,
+    )
+    await conn.execute(
+        "INSERT INTO patrol_route_checkpoints (route_id, position, checkpoint_id)"
+        " SELECT $1, row_number() OVER (ORDER BY id) - 1, id FROM checkpoints"
+        " WHERE site_id = $2",
+        route_id,
+        site_id,
+    )

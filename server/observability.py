@@ -26,7 +26,10 @@ access_log = logging.getLogger("estateops.access")
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, extras."""
 
-    _SKIP = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+    _SKIP = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+        "message",
+        "color_message",  # uvicorn's ANSI-coloured copy of msg
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
