@@ -174,7 +174,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(
         env=mode,
         database=DatabaseSettings(
-            url=env.get("DATABASE_URL") or None,
+            url=read_secret(env, "DATABASE_URL") or None,
             pool_min=int(env.get("ESTATEOPS_DB_POOL_MIN", "2")),
             pool_max=int(env.get("ESTATEOPS_DB_POOL_MAX", "10")),
         ),
@@ -184,7 +184,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         keys=KeySettings(qr_keys=qr_keys, qr_current=qr_current, kek=kek),
         mqtt=MqttSettings(
-            url=env.get("MQTT_URL") or None,
+            url=read_secret(env, "MQTT_URL") or None,
             shared_group=env.get("MQTT_SHARED_GROUP") or None,
             client_id=env.get("MQTT_CLIENT_ID", "estateops-bridge"),
         ),
