@@ -110,7 +110,9 @@ CREATE TABLE scans (
     flags         text[] NOT NULL DEFAULT '{}'
 );
 CREATE INDEX scans_round ON scans (round_id) WHERE round_id IS NOT NULL;
-CREATE INDEX scans_site_time ON scans (site_id, scanned_at);
+-- Covers the patrol report's one pass over a site's period (index-only after VACUUM).
+CREATE INDEX scans_site_time ON scans (site_id, scanned_at)
+    INCLUDE (checkpoint_id, guard_id, round_id, flags);
 CREATE INDEX scans_guard_time ON scans (guard_id, scanned_at);
 CREATE INDEX scans_checkpoint_time ON scans (checkpoint_id, scanned_at);
 
