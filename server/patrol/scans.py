@@ -15,7 +15,6 @@ import asyncpg
 
 from server.auth import Principal
 from server.checkpoints.verify import (
-    CheckpointHit,
     Proof,
     ScanRefused,
     checkpoint_from_qr,
@@ -59,105 +58,73 @@ async def ingest(
 ) -> Accepted:
     """Store one scan, or raise ScanRefused before anything is written (record it then).
 
-    A QR scan costs two statements and needs no transaction: one read gathers the
-    checkpoint, any earlier copy of this scan and the round; one write stores the scan and
-    advances the round. An NFC SUN scan consumes the tag's counter, so it runs in a
-    transaction with the write.
+    A QR scan is one statement (store.ingest_scan), plus a second only when the flag rules
+    raise a doubt. An NFC SUN scan consumes the tag's counter, so it runs in a transaction.
     """
     now = now or datetime.now(UTC)
     proof = proof_of(scan)
     if proof.method == "qr":
         claims = verify_qr(settings, proof.qr or "")
-        ctx = await store.scan_context(
-            conn, claims.checkpoint_id, scan.id, principal.id, scan.scanned_at
+        facts = await _ingest(
+            conn,
+            principal,
+            scan,
+            proof.method,
+            claims.checkpoint_id,
+            sent_at,
+            now,
+            claimed_site_id=claims.site_id,
+            token_version=claims.token_version,
         )
-        if (retry := _retry(ctx, scan.id, principal)) is not None:
+        if facts["inserted"]:
+            return await _assess(conn, scan, claims.checkpoint_id, facts, sent_at, now)
+        if (retry := await _retry(conn, scan.id, principal)) is not None:
             return retry
-        hit = checkpoint_from_qr(ctx, claims, principal)
-        return await _store(conn, principal, scan, proof.method, hit, ctx, sent_at, now)
-    known = await store.existing_scan(conn, scan.id)
-    if known is not None:
-        if known[0] != principal.id:
-            raise Conflict("This scan id was used by someone else", field="id")
-        return Accepted(known[1], created=False)
+        # Not stored: find out why, from the checkpoint's row.
+        row = await conn.fetchrow(
+            "SELECT site_id AS cp_site_id, zone_id AS cp_zone_id, unit_id AS cp_unit_id,"
+            " lat AS cp_lat, lon AS cp_lon, radius_m AS cp_radius_m, active AS cp_active,"
+            " token_version AS cp_token_version FROM checkpoints WHERE id = $1",
+            claims.checkpoint_id,
+        )
+        if row is None:
+            raise ScanRefused("unknown_checkpoint")
+        checkpoint_from_qr(row, claims, principal)  # raises the precise refusal
+        raise ScanRefused("unknown_checkpoint")  # the checkpoint changed meanwhile
+    if (retry := await _retry(conn, scan.id, principal)) is not None:
+        return retry
     async with conn.transaction():
         hit = await identify(conn, settings, principal, proof)
-        ctx = await store.scan_context(conn, hit.id, scan.id, principal.id, scan.scanned_at)
-        return await _store(conn, principal, scan, proof.method, hit, ctx, sent_at, now)
+        facts = await _ingest(
+            conn, principal, scan, proof.method, hit.id, sent_at, now, nfc_counter=hit.nfc_counter
+        )
+        if not facts["inserted"]:  # a concurrent retry of the same id won the race
+            retry = await _retry(conn, scan.id, principal)
+            assert retry is not None
+            return retry
+        return await _assess(conn, scan, hit.id, facts, sent_at, now)
 
 
-def _retry(ctx: asyncpg.Record, scan_id: uuid.UUID, principal: Principal) -> Accepted | None:
-    """The first answer, when this scan id is already stored (a phone's retry)."""
-    if ctx["ex_guard_id"] is None:
-        return None
-    if ctx["ex_guard_id"] != principal.id:
-        raise Conflict("This scan id was used by someone else", field="id")
-    return Accepted(
-        ScanOut(
-            id=scan_id,
-            checkpoint_id=ctx["ex_checkpoint_id"],
-            round_id=ctx["ex_round_id"],
-            flags=list(ctx["ex_flags"]),
-            scanned_at=ctx["ex_scanned_at"],
-        ),
-        created=False,
-    )
-
-
-async def _store(
+async def _ingest(
     conn: Connection,
     principal: Principal,
     scan: ScanIn,
     method: str,
-    hit: CheckpointHit,
-    ctx: asyncpg.Record,
+    checkpoint_id: int,
     sent_at: datetime | None,
     now: datetime,
-) -> Accepted:
-    round_id = ctx["round_id"]
-    not_before = None
-    if round_id is not None:
-        nb = ctx["not_before"][list(ctx["expected"]).index(hit.id)]
-        not_before = nb if nb >= 0 else None
-    prev = (
-        PreviousScan(
-            scanned_at=ctx["prev_at"],
-            checkpoint_id=ctx["prev_checkpoint"],
-            lat=ctx["prev_lat"],
-            lon=ctx["prev_lon"],
-        )
-        if ctx["prev_at"] is not None
-        else None
-    )
-    flags = scan_flags(
-        ScanFacts(
-            checkpoint_id=hit.id,
-            scanned_at=scan.scanned_at,
-            received_at=now,
-            reference_clock=sent_at,
-            lat=scan.lat,
-            lon=scan.lon,
-            accuracy_m=scan.accuracy_m,
-            checkpoint_lat=hit.lat,
-            checkpoint_lon=hit.lon,
-            checkpoint_radius_m=hit.radius_m,
-            round_start=ctx["starts_at"],
-            round_end=ctx["ends_at"],
-            grace_minutes=ctx["grace_minutes"] or 0,
-            expected_checkpoint_ids=tuple(ctx["expected"] or ()),
-            ordered=bool(ctx["ordered"]),
-            scanned_checkpoint_ids=tuple(ctx["round_scanned"] or ()),
-            not_before_minutes=not_before,
-            previous_scan=prev,
-            recent_other_scans_at=tuple(ctx["recent_others"]),
-        )
-    )
-    stored = await store.store_scan(
+    *,
+    claimed_site_id: int | None = None,
+    token_version: int | None = None,
+    nfc_counter: int | None = None,
+) -> asyncpg.Record:
+    return await store.ingest_scan(
         conn,
         scan_id=scan.id,
-        site_id=hit.site_id,
-        checkpoint_id=hit.id,
-        round_id=round_id,
+        checkpoint_id=checkpoint_id,
+        claimed_site_id=claimed_site_id,
+        token_version=token_version,
+        visible_sites=principal.visible_sites(),
         guard_id=principal.id,
         method=method,
         scanned_at=scan.scanned_at,
@@ -167,16 +134,72 @@ async def _store(
         lon=scan.lon,
         accuracy_m=scan.accuracy_m,
         note=scan.note,
-        nfc_counter=hit.nfc_counter,
-        flags=flags,
+        nfc_counter=nfc_counter,
     )
-    if not stored:  # a concurrent retry of the same id won the race
-        again = await store.existing_scan(conn, scan.id)
-        assert again is not None
-        return Accepted(again[1], created=False)
+
+
+async def _retry(conn: Connection, scan_id: uuid.UUID, principal: Principal) -> Accepted | None:
+    """The first answer, when this scan id is already stored (a phone's retry)."""
+    known = await store.existing_scan(conn, scan_id)
+    if known is None:
+        return None
+    if known[0] != principal.id:
+        raise Conflict("This scan id was used by someone else", field="id")
+    return Accepted(known[1], created=False)
+
+
+async def _assess(
+    conn: Connection,
+    scan: ScanIn,
+    checkpoint_id: int,
+    facts: asyncpg.Record,
+    sent_at: datetime | None,
+    now: datetime,
+) -> Accepted:
+    """The doubt flags of a stored scan, from the facts read before it was stored."""
+    round_id = facts["round_id"]
+    not_before = None
+    if round_id is not None:
+        nb = facts["not_before"][list(facts["expected"]).index(checkpoint_id)]
+        not_before = nb if nb >= 0 else None
+    prev = (
+        PreviousScan(
+            scanned_at=facts["prev_at"],
+            checkpoint_id=facts["prev_checkpoint"],
+            lat=facts["prev_lat"],
+            lon=facts["prev_lon"],
+        )
+        if facts["prev_at"] is not None
+        else None
+    )
+    flags = scan_flags(
+        ScanFacts(
+            checkpoint_id=checkpoint_id,
+            scanned_at=scan.scanned_at,
+            received_at=now,
+            reference_clock=sent_at,
+            lat=scan.lat,
+            lon=scan.lon,
+            accuracy_m=scan.accuracy_m,
+            checkpoint_lat=facts["cp_lat"],
+            checkpoint_lon=facts["cp_lon"],
+            checkpoint_radius_m=facts["cp_radius_m"],
+            round_start=facts["starts_at"],
+            round_end=facts["ends_at"],
+            grace_minutes=facts["grace_minutes"] or 0,
+            expected_checkpoint_ids=tuple(facts["expected"] or ()),
+            ordered=bool(facts["ordered"]),
+            scanned_checkpoint_ids=tuple(facts["round_scanned"] or ()),
+            not_before_minutes=not_before,
+            previous_scan=prev,
+            recent_other_scans_at=tuple(facts["recent_others"]),
+        )
+    )
+    if flags:
+        await store.set_flags(conn, scan.id, flags)
     out = ScanOut(
         id=scan.id,
-        checkpoint_id=hit.id,
+        checkpoint_id=checkpoint_id,
         round_id=round_id,
         flags=list(flags),
         scanned_at=scan.scanned_at,

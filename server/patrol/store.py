@@ -276,101 +276,100 @@ async def existing_scan(conn: Connection, scan_id: uuid.UUID) -> tuple[int, Scan
     )
 
 
-# One round trip gathers all a scan needs: the checkpoint, a scan already stored under this
-# id (a retry), the round this scan belongs to (the one whose window holds it, preferring
-# on-time over early or late), and the same guard's previous and recent scans.
-_CONTEXT = """
-SELECT cp.site_id AS cp_site_id, cp.zone_id AS cp_zone_id, cp.unit_id AS cp_unit_id,
-       cp.lat AS cp_lat, cp.lon AS cp_lon, cp.radius_m AS cp_radius_m, cp.active AS cp_active,
-       cp.token_version AS cp_token_version,
-       ex.guard_id AS ex_guard_id, ex.checkpoint_id AS ex_checkpoint_id,
-       ex.round_id AS ex_round_id, ex.flags AS ex_flags, ex.scanned_at AS ex_scanned_at,
-       rd.id AS round_id, rd.starts_at, rd.ends_at, rd.grace_minutes, rd.ordered, rd.expected,
-       rd.not_before, rd.status, rd.closed_at, rd.final_after, rd.scanned AS round_scanned,
-       prev.scanned_at AS prev_at, prev.checkpoint_id AS prev_checkpoint,
-       prev.lat AS prev_lat, prev.lon AS prev_lon,
-       -- A few are enough to tell a burst; never the whole minute of a busy guard.
-       coalesce((SELECT array_agg(o.scanned_at) FROM (
-                     SELECT scanned_at FROM scans
-                     WHERE guard_id = $3 AND checkpoint_id <> $1
-                       AND scanned_at BETWEEN $4::timestamptz - interval '60 seconds'
-                                          AND $4::timestamptz
-                     ORDER BY scanned_at DESC LIMIT 10) o), '{}') AS recent_others
-FROM (SELECT 1) one
-LEFT JOIN checkpoints cp ON cp.id = $1
-LEFT JOIN scans ex ON ex.id = $2
-LEFT JOIN LATERAL (
-    SELECT r.* FROM rounds r
-    WHERE r.site_id = cp.site_id AND r.expected @> ARRAY[$1::bigint]
-      AND r.starts_at <= $4::timestamptz + $5::interval
-      AND r.ends_at + make_interval(mins => r.grace_minutes) >= $4::timestamptz
-      AND r.starts_at > $4::timestamptz - interval '2 days'
+# A scan in one statement, atomic without a transaction: check the checkpoint (and, for
+# a QR token, its site and token version), find the round this scan belongs to (the one
+# whose window holds it, preferring on-time over early or late), store the scan, and
+# advance the round. It returns what the flag rules need -- the checkpoint, the round as
+# it was, the guard's previous and recent scans -- read from the snapshot before the
+# insert. The round's new status is computed from its own row under the row lock, so two
+# scans of a round's last two checkpoints arriving together still complete it; a closed
+# round is re-scored (completed or incomplete) until final_after.
+_INGEST = """
+WITH cp AS (
+    SELECT id, site_id, zone_id, unit_id, lat, lon, radius_m FROM checkpoints
+    WHERE id = $1 AND active
+      AND ($2::bigint IS NULL OR site_id = $2)
+      AND ($3::int IS NULL OR token_version = $3)
+      AND ($4::bigint[] IS NULL OR site_id = ANY($4))
+),
+rd AS (
+    SELECT r.id, r.starts_at, r.ends_at, r.grace_minutes, r.ordered, r.expected, r.not_before,
+           r.scanned
+    FROM rounds r, cp
+    WHERE r.site_id = cp.site_id AND r.expected @> ARRAY[cp.id]
+      AND r.starts_at <= $6::timestamptz + $16::interval
+      AND r.ends_at + make_interval(mins => r.grace_minutes) >= $6::timestamptz
+      AND r.starts_at > $6::timestamptz - interval '2 days'
       AND (NOT EXISTS (SELECT 1 FROM patrol_route_guards g WHERE g.route_id = r.route_id)
            OR EXISTS (SELECT 1 FROM patrol_route_guards g
-                      WHERE g.route_id = r.route_id AND g.user_id = $3))
-    ORDER BY (r.starts_at <= $4::timestamptz AND $4::timestamptz < r.ends_at) DESC,
-             (r.starts_at <= $4::timestamptz) DESC, r.starts_at DESC
+                      WHERE g.route_id = r.route_id AND g.user_id = $5))
+    ORDER BY (r.starts_at <= $6::timestamptz AND $6::timestamptz < r.ends_at) DESC,
+             (r.starts_at <= $6::timestamptz) DESC, r.starts_at DESC
     LIMIT 1
-) rd ON true
-LEFT JOIN LATERAL (
+),
+prev AS (
     SELECT p.scanned_at, p.checkpoint_id, p.lat, p.lon FROM scans p
-    WHERE p.guard_id = $3 AND p.scanned_at <= $4::timestamptz
+    WHERE p.guard_id = $5 AND p.scanned_at <= $6::timestamptz
     ORDER BY p.scanned_at DESC LIMIT 1
-) prev ON true
-"""
-
-
-async def scan_context(
-    conn: Connection,
-    checkpoint_id: int,
-    scan_id: uuid.UUID,
-    guard_id: int,
-    scanned_at: datetime,
-) -> asyncpg.Record:
-    row = await conn.fetchrow(_CONTEXT, checkpoint_id, scan_id, guard_id, scanned_at, EARLY_MATCH)
-    assert row is not None
-    return row
-
-
-# The scan and its round's progress in one statement (atomic without a transaction). The
-# round's new status is computed from its own row under the row lock, so two scans of the
-# last two checkpoints arriving together still complete it. A closed round is re-scored
-# (completed or incomplete) until final_after: a late offline scan counts.
-_STORE_SCAN = """
-WITH ins AS (
+),
+-- A few are enough to tell a burst; never the whole minute of a busy guard.
+recent AS (
+    SELECT coalesce(array_agg(o.scanned_at), '{}') AS at FROM (
+        SELECT scanned_at FROM scans
+        WHERE guard_id = $5 AND checkpoint_id <> $1
+          AND scanned_at BETWEEN $6::timestamptz - interval '60 seconds' AND $6::timestamptz
+        ORDER BY scanned_at DESC LIMIT 10) o
+),
+ins AS (
     INSERT INTO scans (id, site_id, checkpoint_id, round_id, guard_id, method, scanned_at,
-                       received_at, sent_at, lat, lon, accuracy_m, note, nfc_counter, flags)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                       received_at, sent_at, lat, lon, accuracy_m, note, nfc_counter)
+    SELECT $7, cp.site_id, cp.id, (SELECT id FROM rd), $5, $8, $6, $9, $10, $11, $12, $13,
+           $14, $15
+    FROM cp
     ON CONFLICT (id) DO NOTHING
-    RETURNING round_id, checkpoint_id
-), locked AS (
+    RETURNING round_id
+),
+locked AS (
     SELECT r.id, r.status FROM rounds r JOIN ins ON r.id = ins.round_id FOR UPDATE OF r
-), upd AS (
+),
+upd AS (
     UPDATE rounds r SET
-        scanned = CASE WHEN $3 = ANY(r.scanned) THEN r.scanned ELSE r.scanned || $3::bigint END,
+        scanned = CASE WHEN $1 = ANY(r.scanned) THEN r.scanned ELSE r.scanned || $1::bigint END,
         scanned_count = (SELECT count(DISTINCT e) FROM unnest(r.expected) e
-                         WHERE e = ANY(r.scanned || $3::bigint)),
+                         WHERE e = ANY(r.scanned || $1::bigint)),
         status = CASE
-            WHEN r.expected <@ (r.scanned || $3::bigint) THEN 'completed'
+            WHEN r.expected <@ (r.scanned || $1::bigint) THEN 'completed'
             WHEN r.closed_at IS NULL THEN 'in_progress'
             ELSE 'incomplete' END
     FROM locked
-    WHERE r.id = locked.id AND (r.closed_at IS NULL OR r.final_after >= $8)
+    WHERE r.id = locked.id AND (r.closed_at IS NULL OR r.final_after >= $9)
     RETURNING r.status
 )
 SELECT (SELECT count(*) FROM ins) AS inserted,
        (SELECT status FROM locked) AS old_status,
-       (SELECT status FROM upd) AS new_status
+       (SELECT status FROM upd) AS new_status,
+       cp.site_id AS cp_site_id, cp.zone_id AS cp_zone_id, cp.unit_id AS cp_unit_id,
+       cp.lat AS cp_lat, cp.lon AS cp_lon, cp.radius_m AS cp_radius_m,
+       rd.id AS round_id, rd.starts_at, rd.ends_at, rd.grace_minutes, rd.ordered, rd.expected,
+       rd.not_before, rd.scanned AS round_scanned,
+       prev.scanned_at AS prev_at, prev.checkpoint_id AS prev_checkpoint,
+       prev.lat AS prev_lat, prev.lon AS prev_lon,
+       (SELECT at FROM recent) AS recent_others
+FROM (SELECT 1) one
+LEFT JOIN cp ON true
+LEFT JOIN rd ON true
+LEFT JOIN prev ON true
 """
 
 
-async def store_scan(
+async def ingest_scan(
     conn: Connection,
     *,
     scan_id: uuid.UUID,
-    site_id: int,
     checkpoint_id: int,
-    round_id: int | None,
+    claimed_site_id: int | None,
+    token_version: int | None,
+    visible_sites: list[int] | None,
     guard_id: int,
     method: str,
     scanned_at: datetime,
@@ -381,18 +380,22 @@ async def store_scan(
     accuracy_m: float | None,
     note: str | None,
     nfc_counter: int | None,
-    flags: Sequence[str],
-) -> bool:
-    """Store the scan and advance its round; False if a concurrent retry stored it first."""
+) -> asyncpg.Record:
+    """Store a scan and advance its round; returns the facts its flags are computed from.
+
+    ``inserted`` is 0 when the checkpoint did not pass (unknown, inactive, another site,
+    revoked token: the caller finds out which) or the scan id is already stored (a retry).
+    """
     row = await conn.fetchrow(
-        _STORE_SCAN,
-        scan_id,
-        site_id,
+        _INGEST,
         checkpoint_id,
-        round_id,
+        claimed_site_id,
+        token_version,
+        visible_sites,
         guard_id,
-        method,
         scanned_at,
+        scan_id,
+        method,
         received_at,
         sent_at,
         lat,
@@ -400,7 +403,7 @@ async def store_scan(
         accuracy_m,
         note,
         nfc_counter,
-        list(flags),
+        EARLY_MATCH,
     )
     assert row is not None
     old, new = row["old_status"], row["new_status"]
@@ -408,12 +411,17 @@ async def store_scan(
         await conn.execute(
             "INSERT INTO round_changes (round_id, from_status, to_status, scan_id, reason)"
             " VALUES ($1, $2, $3, $4, 'late offline scan')",
-            round_id,
+            row["round_id"],
             old,
             new,
             scan_id,
         )
-    return bool(row["inserted"])
+    return row
+
+
+async def set_flags(conn: Connection, scan_id: uuid.UUID, flags: Sequence[str]) -> None:
+    """Most scans raise no doubt; only those that do pay for this second statement."""
+    await conn.execute("UPDATE scans SET flags = $2 WHERE id = $1", scan_id, list(flags))
 
 
 async def record_refusal(
