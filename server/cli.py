@@ -107,6 +107,24 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     return scheduler_main(settings)
 
 
+def cmd_mqtt_credentials(args: argparse.Namespace, settings: Settings) -> int:
+    from mqtt_bridge.credentials import gateway_username, set_credentials
+
+    if not args.bridge and not (args.site_code and args.gateway_id):
+        return fail("give SITE_CODE and GATEWAY_ID, or --bridge")
+    try:
+        username = (
+            "estateops-bridge" if args.bridge else gateway_username(args.site_code, args.gateway_id)
+        )
+    except ValueError as exc:
+        return fail(str(exc))
+    password = set_credentials(Path(args.file), username, os.environ.get("MQTT_NEW_PASSWORD"))
+    say(f"{username} added to {args.file}; reload Mosquitto (SIGHUP) to apply")
+    if not os.environ.get("MQTT_NEW_PASSWORD"):
+        say(f"password: {password}")
+    return 0
+
+
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
     stop = asyncio.Event()
 
@@ -323,6 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run the embedded MQTT broker")
     broker.add_argument("--port", type=int, default=1883)
     broker.set_defaults(func=cmd_broker)
+
+    creds = sub.add_parser(
+        "mqtt-credentials",
+        help="add a gateway's (or the bridge's) login to a Mosquitto password file",
+    )
+    creds.add_argument("site_code", nargs="?")
+    creds.add_argument("gateway_id", nargs="?")
+    creds.add_argument("--bridge", action="store_true", help="the bridge's own login")
+    creds.add_argument("--file", default="secrets/mosquitto_passwords")
+    creds.set_defaults(func=cmd_mqtt_credentials)
 
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
