@@ -178,7 +178,7 @@ def wrk(
 async def open_loop(
     url: str,
     make_body: Callable[[int], bytes],
-    headers: dict[str, str],
+    headers: Callable[[int], dict[str, str]],
     rate: float,
     seconds: float,
 ) -> dict[str, float]:
@@ -195,7 +195,7 @@ async def open_loop(
         async def one(i: int, due: float) -> None:
             nonlocal errors
             try:
-                r = await client.post(url, content=make_body(i), headers=headers)
+                r = await client.post(url, content=make_body(i), headers=headers(i))
                 if r.status_code >= 300:
                     errors += 1
             except httpx.HTTPError:
