@@ -13,6 +13,11 @@ ReasonCode: TypeAlias = Literal[
     "unsupported_version",
     "topic_mismatch",
     "future_timestamp",
+    # Decided against the database, not by the parsers:
+    "unknown_site",
+    "unknown_device",
+    "gateway_mismatch",
+    "not_storable",
 ]
 """Stable reason codes, stored with each dead letter; add new ones, never rename."""
 
