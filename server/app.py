@@ -31,6 +31,7 @@ from server.patrol.routes import (
     ScanController,
 )
 from server.sites.routes import SiteController
+from server.tickets.routes import TicketController, TicketReportController, TicketSiteController
 from server.users.routes import AuthController, UserController
 
 
@@ -90,6 +91,9 @@ def route_handlers() -> list[ControllerRouterHandler]:
         DeviceController,
         DeadLetterController,
         AlarmController,
+        TicketController,
+        TicketSiteController,
+        TicketReportController,
         AlertController,
     ]
 

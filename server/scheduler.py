@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from server.config import Settings, load_settings
 from server.db import Connection, Pool, create_pool
 from server.patrol import store as patrol
+from server.tickets import service as tickets
 
 log = logging.getLogger("estateops.scheduler")
 
@@ -25,6 +26,8 @@ Task = Callable[[Connection, datetime], Awaitable[object]]
 TASKS: dict[str, Task] = {
     "generate_rounds": patrol.generate_rounds,
     "close_due_rounds": patrol.close_due_rounds,
+    "detect_ticket_breaches": tickets.detect_breaches,
+    "auto_close_tickets": tickets.auto_close,
 }
 
 
