@@ -30,6 +30,8 @@ from server.patrol.routes import (
     RouteController,
     ScanController,
 )
+from server.live.hub import lifespan as live_lifespan
+from server.live.routes import LiveController
 from server.sites.routes import SiteController
 from server.tickets.routes import TicketController, TicketReportController, TicketSiteController
 from server.users.routes import AuthController, UserController
@@ -95,6 +97,7 @@ def route_handlers() -> list[ControllerRouterHandler]:
         TicketSiteController,
         TicketReportController,
         AlertController,
+        LiveController,
     ]
 
 
@@ -114,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     prometheus = PrometheusConfig(app_name="estateops", prefix="estateops", group_path=True)
     return Litestar(
         route_handlers=route_handlers(),
-        lifespan=[lifespan(settings)],
+        lifespan=[lifespan(settings), live_lifespan(settings.database.url)],
         state=State({"settings": settings, "jwt_auth": jwt_auth}),
         dependencies={
             "db": Provide(provide_db),

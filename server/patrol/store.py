@@ -11,6 +11,7 @@ import msgspec
 
 from server.db import Connection
 from server.errors import Conflict, Invalid
+from server.live import hub as live
 from server.patrol.models import (
     LogEntry,
     LogIn,
@@ -248,12 +249,7 @@ async def raise_round_alert(
         message,
         {"round_id": round_id, "status": status, "missing_checkpoint_ids": list(missing)},
     )
-    await conn.execute(
-        "SELECT pg_notify('estateops_live', $1)",
-        msgspec.json.encode(
-            {"type": f"round_{status}", "site_id": site_id, "round_id": round_id}
-        ).decode(),
-    )
+    await live.publish(conn, {"type": f"round_{status}", "site_id": site_id, "round_id": round_id})
 
 
 # --- scans ----------------------------------------------------------------------------
