@@ -23,6 +23,8 @@ from server.config import Settings, load_settings
 from server.db import Pool, lifespan, provide_db
 from server.devices.routes import DeadLetterController, DeviceController
 from server.errors import EXCEPTION_HANDLERS, problem_response
+from server.live.hub import lifespan as live_lifespan
+from server.live.routes import LiveController
 from server.observability import configure_logging, echo_request_id, request_id_middleware
 from server.patrol.routes import (
     PatrolSupervisionController,
@@ -30,8 +32,6 @@ from server.patrol.routes import (
     RouteController,
     ScanController,
 )
-from server.live.hub import lifespan as live_lifespan
-from server.live.routes import LiveController
 from server.sites.routes import SiteController
 from server.tickets.routes import TicketController, TicketReportController, TicketSiteController
 from server.users.routes import AuthController, UserController

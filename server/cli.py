@@ -100,6 +100,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
+    from mqtt_bridge.run import main as bridge_main
+
+    return bridge_main(args.bridge_args)
+
+
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from server.scheduler import main as scheduler_main
 
@@ -289,11 +295,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
                     f"MQTT port {args.mqtt_port} is taken; choose another with --mqtt-port"
                 )
             supervisor.spawn("broker", ["broker", "--port", str(args.mqtt_port)], env)
-            mqtt_url = f"mqtt://127.0.0.1:{args.mqtt_port}"
+            mqtt_url = f"mqtt://127.0.0.1:{args.mqtt_port}?protocol=3.1.1"
             say(f"MQTT broker (embedded, MQTT 3.1.1) on {mqtt_url}")
         env["MQTT_URL"] = mqtt_url
         supervisor.spawn("api", ["serve", "--port", str(args.port)], env)
         supervisor.spawn("scheduler", ["scheduler"], env)
+        supervisor.spawn("bridge", ["bridge"], env)
         base = f"http://127.0.0.1:{args.port}"
         if not _wait_ready(f"{base}/ready", 30, supervisor):
             raise EmbeddedError(supervisor.exited() or "the API did not become ready in 30s")
@@ -334,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help="apply pending migrations to DATABASE_URL")
     mig.set_defaults(func=cmd_migrate)
+
+    bridge = sub.add_parser(
+        "bridge", help="run the MQTT bridge (MQTT_URL, DATABASE_URL); --help for its options"
+    )
+    bridge.add_argument("bridge_args", nargs=argparse.REMAINDER)
+    bridge.set_defaults(func=cmd_bridge)
 
     sched = sub.add_parser("scheduler", help="run the background loops (rounds, SLAs, ...)")
     sched.set_defaults(func=cmd_scheduler)

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from server.alarms.ingest import mark_silent_devices
 from server.config import Settings, load_settings
 from server.db import Connection, Pool, create_pool
 from server.patrol import store as patrol
@@ -28,6 +29,7 @@ TASKS: dict[str, Task] = {
     "close_due_rounds": patrol.close_due_rounds,
     "detect_ticket_breaches": tickets.detect_breaches,
     "auto_close_tickets": tickets.auto_close,
+    "mark_silent_devices": mark_silent_devices,
 }
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal, TypeAlias, cast
+from typing import Any, Final, Literal, TypeAlias, cast
 from uuid import UUID
 
 import asyncpg
@@ -65,8 +65,7 @@ Outcome: TypeAlias = Literal[
 Body: TypeAlias = DeviceEvent | DeviceStatus | Telemetry
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
+class Inbound(msgspec.Struct, frozen=True):
     """One MQTT message as the bridge received it: parsed (`parsed` and `body`), or
     refused by the parsers (`error`, and `parsed` when at least the topic was good)."""
 
@@ -75,7 +74,7 @@ class Inbound:
     received_at: datetime
     parsed: Topic | None = None
     body: Body | None = None
-    error: BadMessage | None = None
+    error: Any = None  # a BadMessage (an exception: not a msgspec type)
     retained: bool = False
 
 
@@ -132,7 +131,7 @@ class _Alarm:
     touched: bool = False
 
 
-_ConditionsJson = dict[str, tuple[EventState, int, int]]
+_conditions = msgspec.json.Decoder(dict[str, tuple[EventState, int, int]])
 
 
 def _key(boot: int | None, seq: int | None) -> Key | None:
@@ -140,7 +139,7 @@ def _key(boot: int | None, seq: int | None) -> Key | None:
 
 
 def _device(row: asyncpg.Record) -> _Device:
-    raw = msgspec.json.decode(row["conditions"], type=_ConditionsJson)
+    raw = _conditions.decode(row["conditions"])
     return _Device(
         site_id=row["site_id"],
         id=row["id"],
@@ -430,7 +429,7 @@ async def ingest_batch(conn: Connection, items: Sequence[Inbound]) -> list[Inges
         results[index] = IngestResult("dead_letter", reason=reason)
 
     plan: list[tuple[int, _Device, Body]] = []
-    inbox: list[device_store.EventRow] = []
+    inbox: list[device_store.InboxRow] = []
     first_of: set[tuple[int, str, UUID]] = set()
     for index, item in enumerate(items):
         topic, body = item.parsed, item.body
@@ -466,7 +465,8 @@ async def ingest_batch(conn: Connection, items: Sequence[Inbound]) -> list[Inges
                 continue
             first_of.add(key)
             inbox.append(
-                (
+                device_store.InboxRow(
+                    index,
                     device.site_id,
                     device.id,
                     body.event_id,
@@ -475,18 +475,18 @@ async def ingest_batch(conn: Connection, items: Sequence[Inbound]) -> list[Inges
                     body.ts,
                     body.type,
                     body.state,
-                    item.raw.decode(),
+                    msgspec.Raw(item.raw),  # valid JSON: the parser just read all of it
                     item.received_at,
                 )
             )
         plan.append((index, device, body))
 
-    new = await device_store.insert_events(conn, inbox)
+    duplicates = await device_store.insert_events(conn, inbox)
     touched: list[tuple[int, Effect, _Alarm | None]] = []
     for index, device, body in plan:
         item = items[index]
         if isinstance(body, DeviceEvent):
-            if (device.site_id, device.id, body.event_id) not in new:
+            if index in duplicates:
                 results[index] = IngestResult("duplicate")
                 continue
             effect, alarm = batch.apply_event(device, body, item.received_at)

@@ -8,6 +8,7 @@ restart or several bridges deliver it out of order.
 
 from __future__ import annotations
 
+import functools
 from typing import Final, Literal, TypeAlias
 
 from mqtt_bridge.payloads import DeviceState, EventState, Severity
@@ -42,6 +43,7 @@ _SEVERITY_BY_INCIDENT: Final[dict[str, Severity]] = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def default_severity(alarm_type: str) -> Severity:
     """The severity of an alarm whose event did not say: by the incident it leads to."""
     kind = alarm_incident_kind(alarm_type)

@@ -179,27 +179,44 @@ async def silent_devices(conn: Connection, now: datetime, limit: int) -> list[tu
     return [(r["site_id"], r["id"]) for r in rows]
 
 
-EventRow = tuple[int, str, UUID, int, int, datetime, str, str, str, datetime]
-"""site_id, device_id, event_id, boot, seq, ts, type, state, payload (JSON text), received_at"""
+class InboxRow(msgspec.Struct, frozen=True):
+    """One event for the inbox; `i` is the caller's index of it, `payload` the raw JSON."""
+
+    i: int
+    site: int
+    dev: str
+    id: UUID
+    boot: int
+    seq: int
+    ts: datetime
+    type: str
+    state: str
+    payload: msgspec.Raw
+    recv: datetime
 
 
-async def insert_events(conn: Connection, rows: Sequence[EventRow]) -> set[tuple[int, str, UUID]]:
-    """Put events in the inbox; returns the keys that were new (the others are duplicates)."""
+async def insert_events(conn: Connection, rows: Sequence[InboxRow]) -> set[int]:
+    """Put events in the inbox (ON CONFLICT DO NOTHING); returns the `i` of the duplicates.
+
+    The batch travels as one JSON document with each payload embedded as it arrived:
+    one parameter to encode instead of ten arrays, and nothing to decode but the
+    (usually empty) list of duplicates.
+    """
     if not rows:
         return set()
-    columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
-    inserted = await conn.fetch(
-        "INSERT INTO device_events "
-        "(site_id, device_id, event_id, boot, seq, ts, type, state, payload, received_at) "
-        "SELECT site_id, device_id, event_id, boot, seq, ts, type, state, payload::jsonb, "
-        "received_at FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::bigint[], "
-        "$5::bigint[], $6::timestamptz[], $7::text[], $8::text[], $9::text[], "
-        "$10::timestamptz[]) AS e(site_id, device_id, event_id, boot, seq, ts, type, state, "
-        "payload, received_at) "
-        "ON CONFLICT DO NOTHING RETURNING site_id, device_id, event_id",
-        *columns,
+    duplicates: list[int] | None = await conn.fetchval(
+        "WITH e AS (SELECT * FROM json_to_recordset($1::text::json) AS e(i integer, "
+        "site bigint, dev text, id uuid, boot bigint, seq bigint, ts timestamptz, type text, "
+        "state text, payload jsonb, recv timestamptz)), "
+        "ins AS (INSERT INTO device_events (site_id, device_id, event_id, boot, seq, ts, type, "
+        "state, payload, received_at) "
+        "SELECT site, dev, id, boot, seq, ts, type, state, payload, recv FROM e "
+        "ON CONFLICT DO NOTHING RETURNING site_id, device_id, event_id) "
+        "SELECT array_agg(e.i) FROM e WHERE NOT EXISTS (SELECT 1 FROM ins "
+        "WHERE ins.site_id = e.site AND ins.device_id = e.dev AND ins.event_id = e.id)",
+        msgspec.json.encode(rows).decode(),
     )
-    return {(r["site_id"], r["device_id"], r["event_id"]) for r in inserted}
+    return set(duplicates or ())
 
 
 DeviceRow = tuple[
