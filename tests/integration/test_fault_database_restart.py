@@ -7,11 +7,7 @@ by itself within 5 s of the database's return; and every scan that got a 2xx is 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,10 +21,10 @@ from server.auth import Principal, issue_token, make_jwt_auth
 from server.checkpoints import qr_token
 from server.checkpoints.keys import qr_ring
 from server.config import load_settings
-from server.embedded import EmbeddedPostgres, free_port
+from server.embedded import EmbeddedPostgres
+from tests.processes import api_process
 
 pytestmark = pytest.mark.faults
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _seed(url: str) -> tuple[str, str]:
@@ -62,70 +58,40 @@ async def _seed(url: str) -> tuple[str, str]:
 def test_api_survives_a_database_restart(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path / "pg", durable=True, database="estateops")
     pg.start()
-    api = None
     try:
         bearer, token = asyncio.run(_seed(pg.url()))
-        port = free_port()
-        api = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "server.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            env=dict(os.environ, DATABASE_URL=pg.url(), ESTATEOPS_LOG_LEVEL="ERROR"),
-            cwd=ROOT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(base + "/ready", timeout=1) as r:
-                    if r.status == 200:
+        with api_process(pg.url(), log_level="ERROR") as base:
+            results: list[tuple[float, str, int, str | None]] = []
+            headers = {"Authorization": f"Bearer {bearer}"}
+            with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+
+                def send() -> None:
+                    scan_id = str(uuid.uuid4())
+                    body = {"id": scan_id, "qr": token, "scanned_at": datetime.now(UTC).isoformat()}
+                    r = client.post("/api/scans", json=body)
+                    results.append(
+                        (time.monotonic(), scan_id, r.status_code, r.headers.get("retry-after"))
+                    )
+
+                for _ in range(40):  # the database is up
+                    send()
+                pg.stop()
+                stopped_at = time.monotonic()
+                while time.monotonic() - stopped_at < 3:  # the database is down
+                    send()
+                    time.sleep(0.02)
+                pg.start()
+                back_at = time.monotonic()
+                recovered_at = None
+                while time.monotonic() - back_at < 15:
+                    send()
+                    if results[-1][2] in (200, 201):
+                        recovered_at = time.monotonic()
                         break
-            except OSError:
-                time.sleep(0.1)
-        results: list[tuple[float, str, int, str | None]] = []
-        headers = {"Authorization": f"Bearer {bearer}"}
-        with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
-
-            def send() -> None:
-                scan_id = str(uuid.uuid4())
-                body = {"id": scan_id, "qr": token, "scanned_at": datetime.now(UTC).isoformat()}
-                r = client.post("/api/scans", json=body)
-                results.append(
-                    (time.monotonic(), scan_id, r.status_code, r.headers.get("retry-after"))
-                )
-
-            for _ in range(40):  # the database is up
-                send()
-            pg.stop()
-            stopped_at = time.monotonic()
-            while time.monotonic() - stopped_at < 3:  # the database is down
-                send()
-                time.sleep(0.02)
-            pg.start()
-            back_at = time.monotonic()
-            recovered_at = None
-            while time.monotonic() - back_at < 15:
-                send()
-                if results[-1][2] in (200, 201):
-                    recovered_at = time.monotonic()
-                    break
-                time.sleep(0.05)
-            for _ in range(40):  # and after
-                send()
+                    time.sleep(0.05)
+                for _ in range(40):  # and after
+                    send()
     finally:
-        if api is not None:
-            api.terminate()
-            api.wait(20)
         pg.stop()
 
     statuses = {status for _, _, status, _ in results}

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,9 +11,9 @@ import asyncpg
 import httpx
 import pytest
 
-from server.embedded import free_port
 from server.live import hub as live
 from tests.conftest import World
+from tests.processes import api_process
 
 
 async def _next_event(lines: Any) -> dict[str, Any]:
@@ -41,37 +36,8 @@ async def _next_event(lines: Any) -> dict[str, Any]:
 @pytest.fixture
 def api_server(db_url: str) -> Iterator[str]:
     """The API in its own process (SSE needs a real server: the test client buffers)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "server.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=dict(os.environ, DATABASE_URL=db_url, ESTATEOPS_LOG_LEVEL="WARNING"),
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(base + "/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
+    with api_process(db_url) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 async def test_live_feed_delivers_events_of_the_callers_sites(
