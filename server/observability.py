@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from typing import Any
 
 import msgspec
@@ -21,6 +22,13 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 REQUEST_ID_HEADER = "x-request-id"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_log = logging.getLogger("estateops.access")
+# A random per-process prefix and a counter: unique ids without a uuid4 per request.
+_ID_PREFIX = os.urandom(5).hex()
+_id_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):08x}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -68,7 +76,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
         incoming = next(
             (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), ""
         )
-        rid = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        rid = incoming if _SAFE_ID.match(incoming) else new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)
         started = time.perf_counter()
@@ -110,7 +118,7 @@ def request_id_of(scope: Scope) -> str:
             (v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-request-id"),
             "",
         )
-        rid = state["request_id"] = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        rid = state["request_id"] = incoming if _SAFE_ID.match(incoming) else new_request_id()
     return str(rid)
 
 
