@@ -24,7 +24,7 @@ from server.db import init_connection
 from server.patrol import store
 
 CHECKPOINTS = 20
-GUARDS = 3000  # many phones, each scanning every few seconds at most (as guards do)
+GUARDS = 8000  # many phones, each scanning every ~10 s at the most (guards take minutes)
 
 
 async def seed(url: str, history: int) -> tuple[list[str], list[str]]:
