@@ -142,21 +142,31 @@ request = function()
   counter = counter + 1
   local id = string.format("%s-%04x-4%03x-8%03x-%012x", prefix, counter % 65536,
       math.floor(counter / 65536) % 4096, math.random(0, 4095), counter)
+  -- Guard g works at site g % SITES; tokens are listed site by site.
+  local g = math.random(#bearers)
+  local site = (g - 1) % SITES
+  local token = tokens[site * PER_SITE + math.random(PER_SITE)]
   local body = '{"id":"' .. id .. '","scanned_at":"' .. os.date("!%Y-%m-%dT%H:%M:%SZ") ..
-      '","qr":"' .. tokens[math.random(#tokens)] .. '","lat":31.0,"lon":121.0,"accuracy_m":5}'
+      '","qr":"' .. token .. '","lat":31.0,"lon":121.0,"accuracy_m":5}'
   return wrk.format("POST", nil, {["Content-Type"]="application/json",
-      ["Authorization"]="Bearer " .. bearers[math.random(#bearers)]}, body)
+      ["Authorization"]="Bearer " .. bearers[g]}, body)
 end
 """
 
 
 def wrk(
-    url: str, bearers: list[str], qr_tokens: list[str], seconds: int = 10, connections: int = 16
+    url: str,
+    bearers: list[str],
+    qr_tokens: list[str],
+    seconds: int = 10,
+    connections: int = 16,
+    sites: int = 1,
 ) -> float:
     """Requests per second that wrk sustains (closed loop, one thread), non-2xx counted out."""
     script = WRK_SCRIPT.replace("{TOKENS}", "{" + ",".join(json.dumps(t) for t in qr_tokens) + "}")
     script = script.replace("{BEARERS}", "{" + ",".join(json.dumps(b) for b in bearers) + "}")
     script = script.replace("PREFIX", os.urandom(4).hex())
+    script = script.replace("PER_SITE", str(len(qr_tokens) // sites)).replace("SITES", str(sites))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     out = subprocess.run(

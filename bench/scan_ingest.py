@@ -23,12 +23,15 @@ from server.config import load_settings
 from server.db import init_connection
 from server.patrol import store
 
-CHECKPOINTS = 20
-GUARDS = 8000  # many phones, each scanning every ~10 s at the most (guards take minutes)
+SITES = 100  # the load of an estate, not one site: rounds (and their row locks) spread
+CHECKPOINTS = 10
+GUARDS = 8000  # 80 phones a site, each scanning every ~10 s at the most (guards take minutes)
 
 
 async def seed(url: str, history: int) -> tuple[list[str], list[str]]:
-    """A site, a guard, checkpoints on an hourly route, and `history` older scans."""
+    """SITES sites, each with CHECKPOINTS checkpoints on an hourly route and its guards,
+    and `history` older scans. Guard g works at site g % SITES; the QR tokens are listed
+    site by site, so the load generator pairs a guard with its own site's checkpoints."""
     settings = load_settings()
     conn = await asyncpg.connect(url)
     await init_connection(conn)
@@ -36,55 +39,62 @@ async def seed(url: str, history: int) -> tuple[list[str], list[str]]:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS bench_baseline (id uuid PRIMARY KEY, body jsonb NOT NULL)"
         )
-        site = await conn.fetchval(
-            "INSERT INTO sites (code, name, kind, timezone, locale)"
-            " VALUES ('bench', 'Bench', 'commercial', 'Asia/Shanghai', 'en') RETURNING id"
-        )
+        sites = [
+            r["id"]
+            for r in await conn.fetch(
+                "INSERT INTO sites (code, name, kind, timezone, locale)"
+                " SELECT 'bench-' || i, 'Bench ' || i, 'commercial', 'Asia/Shanghai', 'en'"
+                " FROM generate_series(0, $1 - 1) i ORDER BY i RETURNING id",
+                SITES,
+            )
+        ]
         guards = [
             r["id"]
             for r in await conn.fetch(
                 "INSERT INTO users (username, password_hash, role)"
                 " SELECT 'bench-guard-' || i, 'x', 'guard' FROM generate_series(0, $1 - 1) i"
-                " RETURNING id",
+                " ORDER BY i RETURNING id",
                 GUARDS,
             )
         ]
         await conn.executemany(
             "INSERT INTO site_members (site_id, user_id) VALUES ($1, $2)",
-            [(site, g) for g in guards],
+            [(sites[i % SITES], g) for i, g in enumerate(guards)],
         )
-        cps = [
-            await conn.fetchval(
-                "INSERT INTO checkpoints (site_id, name, lat, lon) VALUES ($1, $2, 31.0, 121.0)"
-                " RETURNING id",
+        cps: list[tuple[int, int]] = []  # (site, checkpoint), site by site
+        for site in sites:
+            ids = await conn.fetch(
+                "INSERT INTO checkpoints (site_id, name, lat, lon)"
+                " SELECT $1, 'CP ' || i, 31.0, 121.0 FROM generate_series(0, $2 - 1) i"
+                " ORDER BY i RETURNING id",
                 site,
-                f"CP {i}",
+                CHECKPOINTS,
             )
-            for i in range(CHECKPOINTS)
-        ]
-        route = await conn.fetchval(
-            "INSERT INTO patrol_routes (site_id, name, interval_minutes, duration_minutes)"
-            " VALUES ($1, 'Hourly', 60, 60) RETURNING id",
-            site,
-        )
-        await conn.executemany(
-            "INSERT INTO patrol_route_checkpoints (route_id, position, checkpoint_id)"
-            " VALUES ($1, $2, $3)",
-            [(route, i, cp) for i, cp in enumerate(cps)],
-        )
+            cps += [(site, r["id"]) for r in ids]
+            route = await conn.fetchval(
+                "INSERT INTO patrol_routes (site_id, name, interval_minutes, duration_minutes)"
+                " VALUES ($1, 'Hourly', 60, 60) RETURNING id",
+                site,
+            )
+            await conn.executemany(
+                "INSERT INTO patrol_route_checkpoints (route_id, position, checkpoint_id)"
+                " VALUES ($1, $2, $3)",
+                [(route, i, r["id"]) for i, r in enumerate(ids)],
+            )
         async with conn.transaction():
-            await store.generate_rounds(conn, datetime.now(UTC))
+            while await store.generate_rounds(conn, datetime.now(UTC)):
+                pass
         await conn.execute(
             "INSERT INTO scans (id, site_id, checkpoint_id, guard_id, method, scanned_at)"
-            " SELECT gen_random_uuid(), $1, ($2::bigint[])[1 + i % $3],"
-            "   ($4::bigint[])[1 + i % $5], 'qr',"
-            "   now() - make_interval(secs => 30 * i + 3600) FROM generate_series(1, $6) i",
-            site,
-            cps,
-            CHECKPOINTS,
+            " SELECT gen_random_uuid(), c.site_id, c.id, ($1::bigint[])[1 + i % $2], 'qr',"
+            "   now() - make_interval(secs => 30 * i + 3600)"
+            " FROM generate_series(1, $3) i"
+            " JOIN checkpoints c ON c.id = ($4::bigint[])[1 + i % $5]",
             guards,
             GUARDS,
             history,
+            [cp for _, cp in cps],
+            len(cps),
         )
         await conn.execute("ANALYZE")
     finally:
@@ -94,12 +104,23 @@ async def seed(url: str, history: int) -> tuple[list[str], list[str]]:
         issue_token(
             jwt_auth,
             settings,
-            Principal(id=g, username=f"bench-guard-{i}", role="guard", site_ids=frozenset({site})),
+            Principal(
+                id=g,
+                username=f"bench-guard-{i}",
+                role="guard",
+                site_ids=frozenset({sites[i % SITES]}),
+            ),
         )
         for i, g in enumerate(guards)
     ]
     ring = qr_ring(settings)
-    return bearers, [qr_token.sign(ring, site, cp, 1) for cp in cps]
+    return bearers, [qr_token.sign(ring, site, cp, 1) for site, cp in cps]
+
+
+def _token_of_guard(i: int, tokens: list[str]) -> str:
+    """A QR token of the site where guard i % GUARDS works."""
+    site = (i % GUARDS) % SITES
+    return tokens[site * CHECKPOINTS + (i // GUARDS) % CHECKPOINTS]
 
 
 def main() -> int:
@@ -113,12 +134,16 @@ def main() -> int:
         bearers, tokens = asyncio.run(seed(url, args.history))
         with api_server(url, args.workers) as base:
             # Warm both paths, then alternate so drift hits both equally.
-            wrk(base + "/bench/baseline", bearers, tokens, seconds=2)
-            wrk(base + "/api/scans", bearers, tokens, seconds=2)
+            wrk(base + "/bench/baseline", bearers, tokens, seconds=2, sites=SITES)
+            wrk(base + "/api/scans", bearers, tokens, seconds=2, sites=SITES)
             base_rps, ours_rps = [], []
             for _ in range(2):
-                base_rps.append(wrk(base + "/bench/baseline", bearers, tokens, args.seconds))
-                ours_rps.append(wrk(base + "/api/scans", bearers, tokens, args.seconds))
+                base_rps.append(
+                    wrk(base + "/bench/baseline", bearers, tokens, args.seconds, sites=SITES)
+                )
+                ours_rps.append(
+                    wrk(base + "/api/scans", bearers, tokens, args.seconds, sites=SITES)
+                )
             baseline = sum(base_rps) / len(base_rps)
             ours = sum(ours_rps) / len(ours_rps)
 
@@ -131,7 +156,7 @@ def main() -> int:
             def body(i: int) -> bytes:
                 return (
                     f'{{"id":"{uuid.uuid4()}","scanned_at":"{datetime.now(UTC).isoformat()}",'
-                    f'"qr":"{tokens[i % len(tokens)]}","lat":31.0,"lon":121.0}}'
+                    f'"qr":"{_token_of_guard(i, tokens)}","lat":31.0,"lon":121.0}}'
                 ).encode()
 
             lat = asyncio.run(open_loop(base + "/api/scans", body, headers, 300, args.seconds))
@@ -150,8 +175,9 @@ def main() -> int:
     )
     text = (
         f"## Scan ingest ({today()})\n\nMachine: {machine()}. One API worker (uvicorn), "
-        f"embedded PostgreSQL 18 with fsync on, {args.history:,} earlier scans, {CHECKPOINTS} "
-        f"checkpoints on an hourly route; wrk, 1 thread, 16 connections, {args.seconds} s x 2 "
+        f"embedded PostgreSQL 18 with fsync on, {args.history:,} earlier scans, {SITES} sites of "
+        f"{CHECKPOINTS} checkpoints on an hourly route, {GUARDS:,} guards; wrk, 1 thread, "
+        f"16 connections, {args.seconds} s x 2 "
         "alternating runs.\nCommand: `python bench/scan_ingest.py --write`\n\n" + table
     )
     print(text)
