@@ -35,7 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from harness import ROOT, database, machine, today, write_section
+from harness import ROOT, database, machine, rss_mb, today, write_section
 from mqtt_bridge.topics import subscriptions
 from server.embedded import free_port
 
@@ -206,7 +206,7 @@ async def verify(url: str, n: int) -> dict[str, int]:
         await conn.close()
 
 
-def bridge_drain(url: str, port: int, n: int, batch: int) -> tuple[float, float, str]:
+def bridge_drain(url: str, port: int, n: int, batch: int) -> tuple[float, float, str, float]:
     env = dict(
         os.environ,
         DATABASE_URL=url,
@@ -238,12 +238,13 @@ def bridge_drain(url: str, port: int, n: int, batch: int) -> tuple[float, float,
                 raise RuntimeError(f"only {count} of {n} stored")
             time.sleep(0.1)
         elapsed = time.perf_counter() - start
+        rss = rss_mb(proc.pid)  # resident memory after the whole backlog went through
     finally:
         loop.run_until_complete(conn.close())
         loop.close()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-    return elapsed, (first or start) - start, err.decode(errors="replace")
+    return elapsed, (first or start) - start, err.decode(errors="replace"), rss
 
 
 def main() -> None:
@@ -265,7 +266,8 @@ def main() -> None:
             null_s = null_drain(port, n)
             null_rate = n / null_s
             print(f"null subscriber: {null_s:.2f}s, {null_rate:,.0f} msg/s")
-            bridge_s, startup_s, log = bridge_drain(url, port, n, args.batch)
+            bridge_s, startup_s, log, rss = bridge_drain(url, port, n, args.batch)
+            print(f"bridge resident memory after {n:,} events: {rss:.0f} MB")
             rate = n / bridge_s
             print(
                 f"bridge: {bridge_s:.2f}s (first row after {startup_s:.2f}s), {rate:,.0f} events/s"
@@ -299,7 +301,7 @@ def main() -> None:
                     f"distinct event ids, alarm counts summing to {check['alarm_counts']}, "
                     f"{check['dead_letters']} dead letters: "
                     + ("nothing lost, nothing doubled." if ok else "**LOST OR DOUBLED**.")
-                    + "\n",
+                    + f" The bridge's resident memory after {n:,} events: {rss:.0f} MB.\n",
                 )
             if not ok:
                 raise SystemExit(1)

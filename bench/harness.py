@@ -78,8 +78,14 @@ async def _migrate(url: str) -> None:
         await conn.close()
 
 
+class ApiServer(str):
+    """The base URL of a running API, with the process id of its (single) worker."""
+
+    pid: int
+
+
 @contextmanager
-def api_server(db_url: str, workers: int = 1) -> Iterator[str]:
+def api_server(db_url: str, workers: int = 1) -> Iterator[ApiServer]:
     """The API plus a baseline route (bench/bench_app.py), under uvicorn."""
     port = free_port()
     env = dict(
@@ -120,7 +126,9 @@ def api_server(db_url: str, workers: int = 1) -> Iterator[str]:
                 time.sleep(0.2)
         else:
             raise RuntimeError("the API did not become ready")
-        yield base
+        server = ApiServer(base)
+        server.pid = proc.pid
+        yield server
     finally:
         proc.terminate()
         proc.wait(20)
