@@ -112,6 +112,31 @@ class Settings:
     def with_database(self, url: str) -> Settings:
         return replace(self, database=replace(self.database, url=url))
 
+    def check_production_safety(self) -> None:
+        """Outside development mode, refuse missing, short or published development secrets
+        (whichever way the settings were made: the app factory calls this too)."""
+        if self.is_dev:
+            return
+        wrong = []
+        jwt = self.auth.jwt_secret
+        if len(jwt) < 32 or jwt == _dev_secret("ESTATEOPS_JWT_SECRET").hex().encode():
+            wrong.append("ESTATEOPS_JWT_SECRET")
+        published_qr = _dev_secret("ESTATEOPS_QR_KEYS")
+        if (
+            not self.keys.qr_keys
+            or self.keys.qr_current not in self.keys.qr_keys
+            or any(len(k) < 32 or k == published_qr for k in self.keys.qr_keys.values())
+        ):
+            wrong.append("ESTATEOPS_QR_KEYS")
+        if len(self.keys.kek) != 32 or self.keys.kek == _dev_secret("ESTATEOPS_KEK"):
+            wrong.append("ESTATEOPS_KEK")
+        if wrong or self.using_dev_secrets:
+            raise ConfigError(
+                f"refusing to run in {self.env} mode with missing, short or published "
+                f"development secrets: {', '.join(wrong) or 'development keys'}; set them "
+                "in the environment or in <NAME>_FILE"
+            )
+
 
 def _parse_qr_keys(raw: str) -> dict[str, bytes]:
     """`k2:secret,k1:oldsecret` -> {"k2": b"secret", "k1": b"oldsecret"}; the first is current."""
@@ -193,4 +218,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=env.get("ESTATEOPS_LOG_LEVEL", "INFO").upper(),
         using_dev_secrets=using_dev,
     )
+    settings.check_production_safety()
     return settings

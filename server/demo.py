@@ -1,4 +1,6 @@
-"""Demo data for `estateops up --demo`: a residential and a commercial site with staff."""
+"""Demo data for `estateops up --demo`: a residential and a commercial site with staff,
+checkpoints and a patrol route, and devices (a gateway, water-leak sensors, a power sensor)
+to publish test events for."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import secrets
 import asyncpg
 
 from server.auth import hash_password
+from server.devices.kinds import DeviceKind, default_inactivity_timeout
 
 SITES = [
     ("demo-garden", "翠湖花园 Emerald Lake Garden", "residential", "Asia/Shanghai", "zh-CN"),
@@ -20,6 +23,14 @@ ZONES = [
     ("1号楼电梯厅 Block 1 elevator hall", "elevator_hall"),
     ("垃圾房 Garbage room", "garbage_room"),
     ("水泵房 Pump room", "plant_room"),
+]
+# (id, kind, gateway, zone name, device name); every site gets each. The leak sensors talk
+# through the gateway; the power-loss sensor talks to the broker itself.
+DEVICES: list[tuple[str, DeviceKind, str | None, str, str]] = [
+    ("gw-1", "gateway", None, "1号楼大堂 Block 1 lobby", "1号楼网关 Block 1 gateway"),
+    ("leak-1", "water_leak", "gw-1", "水泵房 Pump room", "水泵房漏水 Pump room leak"),
+    ("leak-2", "water_leak", "gw-1", "地下车库 Car park B1", "车库漏水 Car park leak"),
+    ("power-1", "power", None, "水泵房 Pump room", "水泵房电源 Pump room mains"),
 ]
 # (username suffix, role, full name); every site gets one of each.
 STAFF = [
@@ -92,10 +103,50 @@ async def seed_demo(url: str) -> list[str]:
                     "    checkpoints and a patrol route; printable QR labels: "
                     f"GET /api/sites/{site_id}/checkpoints/qr-sheet.pdf"
                 )
+                await _seed_devices(conn, site_id)
+                lines.append("    devices: " + ", ".join(f"{d} ({k})" for d, k, _, _, _ in DEVICES))
     finally:
         await conn.close()
     lines.append(f"  every demo user's password (new on each start): {password}")
+    lines += leak_instructions(SITES[0][0])
     return lines
+
+
+def leak_instructions(site_code: str) -> list[str]:
+    """How to make a test leak with mosquitto_pub or paho: an alarm, then an incident."""
+    topic = f"estateops/v1/{site_code}/gw-1/leak-1/evt"
+    payload = (
+        '{"v":1,"event_id":"\'$(cat /proc/sys/kernel/random/uuid)\'","device_id":"leak-1",'
+        '"boot":1,"seq":\'$(date +%s)\',"ts":"\'$(date -u +%Y-%m-%dT%H:%M:%SZ)\'",'
+        '"type":"water_leak","state":"active"}'
+    )
+    return [
+        "  test a leak (the broker is at MQTT_URL, printed below; 127.0.0.1:1883 by default):",
+        f"    mosquitto_pub -h 127.0.0.1 -p 1883 -q 1 -t {topic} -m '{payload}'",
+        "    or with paho (pip install paho-mqtt):",
+        '    python -c "import json,time,uuid,datetime as d; import paho.mqtt.publish as p; '
+        f"p.single('{topic}', json.dumps(dict(v=1, event_id=str(uuid.uuid4()), "
+        "device_id='leak-1', boot=1, seq=int(time.time()), "
+        "ts=d.datetime.now(d.timezone.utc).isoformat(), type='water_leak', state='active')), "
+        "qos=1, hostname='127.0.0.1', port=1883)\"",
+        '    then GET /api/incidents?site_id=<id>; send "state":"clear" to clear the alarm',
+    ]
+
+
+async def _seed_devices(conn: asyncpg.Connection[asyncpg.Record], site_id: int) -> None:
+    for device_id, kind, gateway, zone, name in DEVICES:
+        await conn.execute(
+            "INSERT INTO devices (site_id, id, kind, zone_id, gateway_id, name, "
+            "inactivity_timeout_s) SELECT $1, $2, $3, z.id, $4, $5, $6 FROM zones z "
+            "WHERE z.site_id = $1 AND z.name = $7 ON CONFLICT (site_id, id) DO NOTHING",
+            site_id,
+            device_id,
+            kind,
+            gateway,
+            name,
+            default_inactivity_timeout(kind),
+            zone,
+        )
 
 
 async def _seed_patrol(conn: asyncpg.Connection[asyncpg.Record], site_id: int, kind: str) -> None:

@@ -13,6 +13,7 @@ from http import HTTPStatus
 from typing import Any
 
 import asyncpg
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -31,6 +32,25 @@ log = logging.getLogger("estateops.errors")
 
 PROBLEM_BASE = "https://estateops.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One wrong field of a validation problem (a CSV import adds the ``line``)."""
+
+    field: str
+    message: str
+
+
+class ProblemDetails(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of every 4xx/5xx (RFC 9457), for the API schema; some types add members of
+    their own (``field``, ``allowed``, ``current_status``, ``pending``, ...)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str = ""
+    instance: str = ""
+    errors: list[FieldError] = []
 
 
 class Problem(Exception):

@@ -1,0 +1,2 @@
+"""Incidents: emergency playbooks opened from alarms or by staff, their steps, escalation and
+the outage grouping."""

@@ -14,6 +14,8 @@ RoundStatus = Literal["scheduled", "in_progress", "completed", "incomplete", "mi
 Minutes = Annotated[int, msgspec.Meta(ge=5, le=1440)]
 Weekday = Annotated[int, msgspec.Meta(ge=1, le=7)]  # ISO: 1 = Monday
 Text = Annotated[str, msgspec.Meta(max_length=4000)]
+# The site's own clock: an offset would be silently dropped by the time column, so refuse it.
+LocalTime = Annotated[time, msgspec.Meta(tz=False)]
 
 
 class RouteIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -23,8 +25,8 @@ class RouteIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Omitted: 120 minutes on residential sites, 60 on commercial and office (the standard).
     interval_minutes: Minutes | None = None
     duration_minutes: Minutes | None = None
-    window_start: time = time(0, 0)
-    window_end: time = time(0, 0)
+    window_start: LocalTime = time(0, 0)
+    window_end: LocalTime = time(0, 0)
     weekdays: Annotated[list[Weekday], msgspec.Meta(min_length=1, max_length=7)] = msgspec.field(
         default_factory=lambda: [1, 2, 3, 4, 5, 6, 7]
     )

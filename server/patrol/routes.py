@@ -6,9 +6,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import asyncpg
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 
 from server.auth import STAFF_ROLES, SUPERVISING_ROLES, Principal, require_roles
@@ -30,6 +32,7 @@ from server.patrol.models import (
     Route,
     RouteIn,
     ScanIn,
+    ScanOut,
 )
 from server.patrol.report import PatrolReport
 from server.sites.routes import visible_site
@@ -135,6 +138,14 @@ class ScanController(Controller):
     @post(
         "/",
         summary="Record a checkpoint scan (201 new, 200 already stored)",
+        responses={
+            201: ResponseSpec(ScanOut, description="Stored", generate_examples=False),
+            200: ResponseSpec(
+                ScanOut,
+                description="Stored before (a retry): the first answer",
+                generate_examples=False,
+            ),
+        },
     )
     async def create_scan(self, principal: Principal, state: State, data: ScanIn) -> Response[Any]:
         # No request-wide transaction: a QR scan is one read and one atomic write, and the
@@ -152,6 +163,7 @@ class ScanController(Controller):
 
     @post("/batch", summary="Offline sync: up to 500 scans, one result each, idempotent")
     async def create_batch(self, principal: Principal, state: State, data: BatchIn) -> BatchOut:
+        scans.check_clock("sent_at", data.sent_at)
         pool: Pool = state.pool
         async with pool.acquire() as conn:
             return await _ingest_batch(conn, principal, state, data)
@@ -192,6 +204,23 @@ async def _ingest_batch(
             await scans.record(db, principal, item, refused, scans.proof_of(item).method)
             results.append(
                 BatchItem(index=index, status=422, id=item.id, problem=refusal_problem(refused))
+            )
+            continue
+        except asyncpg.exceptions.DataError:
+            # A value PostgreSQL cannot store (a NUL in a note): this item only, nothing kept.
+            refused_count += 1
+            results.append(
+                BatchItem(
+                    index=index,
+                    status=422,
+                    id=item.id,
+                    problem={
+                        "type": f"{PROBLEM_BASE}validation",
+                        "title": "Invalid input",
+                        "status": 422,
+                        "detail": "A value in the scan cannot be stored",
+                    },
+                )
             )
             continue
         except Problem as problem:
@@ -261,4 +290,6 @@ class PatrolSupervisionController(Controller):
         await visible_site(db, principal, site_id)
         if end <= start:
             raise Invalid("to", "must be after from")
+        scans.check_clock("from", start)
+        scans.check_clock("to", end)
         return await report.patrol_report(db, site_id, start, end)

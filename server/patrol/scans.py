@@ -28,6 +28,17 @@ from server.patrol import store
 from server.patrol.models import ScanIn, ScanOut
 from server.patrol.scoring import PreviousScan, ScanFacts, scan_flags
 
+# A phone's clock can be wrong by hours, never by centuries; and the database would store the
+# extreme values (0001-01-01T00:00Z, 9999-12-31T23:59:59.999999Z) as -infinity/infinity.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def check_clock(field: str, value: datetime | None) -> None:
+    """Refuse a client time outside the years a scan can be made in."""
+    if value is not None and not EARLIEST <= value < LATEST:
+        raise Invalid(field, f"must be between {EARLIEST:%Y} and {LATEST:%Y}")
+
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
@@ -62,6 +73,8 @@ async def ingest(
     raise a doubt. An NFC SUN scan consumes the tag's counter, so it runs in a transaction.
     """
     now = now or datetime.now(UTC)
+    check_clock("scanned_at", scan.scanned_at)
+    check_clock("sent_at", sent_at)
     proof = proof_of(scan)
     if proof.method == "qr":
         claims = verify_qr(settings, proof.qr or "")

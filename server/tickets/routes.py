@@ -11,7 +11,16 @@ from typing import Annotated, Any, Final, cast
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.datastructures import State, UploadFile
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.params import QueryParameter
 from litestar.response import File
 
@@ -181,6 +190,23 @@ class _EventOperation(Operation):
         )
 
 
+@dataclass
+class _AttachmentOperation(Operation):
+    """An attachment is served with its own type (the types accepted on upload); its
+    Last-Modified is an HTTP date, not the RFC 3339 date-time Litestar documents."""
+
+    def __post_init__(self) -> None:
+        if self.responses and "200" in self.responses:
+            ok = cast("OpenAPIResponse", self.responses["200"])
+            binary = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+            ok.content = {media: OpenAPIMediaType(schema=binary) for media in attachments.ALLOWED}
+            if ok.headers and "last-modified" in ok.headers:
+                ok.headers["last-modified"] = OpenAPIHeader(
+                    schema=Schema(type=OpenAPIType.STRING),
+                    description="HTTP date (RFC 9110), e.g. Tue, 15 Nov 1994 08:12:31 GMT",
+                )
+
+
 # --- tickets ----------------------------------------------------------------------------
 
 
@@ -297,6 +323,7 @@ class TicketController(Controller):
         "/{ticket_id:int}/attachments/{attachment_id:int}",
         summary="A photo or file of the ticket (to those who may see the ticket)",
         media_type="application/octet-stream",
+        operation_class=_AttachmentOperation,
     )
     async def get_attachment(
         self,

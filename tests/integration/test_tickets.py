@@ -934,11 +934,19 @@ async def test_start_and_resolve_attested_by_a_scan_of_the_place(desk: Desk) -> 
 
 async def test_incident_steps_open_linked_tickets(desk: Desk) -> None:
     now = datetime.now(UTC)
+    # tickets.incident_id references an incident of the ticket's own site (0005).
+    incident = await desk.conn.fetchval(
+        "INSERT INTO incidents (id, site_id, kind, title, source, opened_at, updated_at)"
+        " OVERRIDING SYSTEM VALUE VALUES (41, $1, 'water_leak', 'Leak', 'alarm', $2, $2)"
+        " RETURNING id",
+        desk.site,
+        now,
+    )
     async with desk.conn.transaction():
         tid = await service.open_incident_ticket(
             desk.conn,
             site_id=desk.site,
-            incident_id=41,
+            incident_id=incident,
             category="plumbing",
             title="Repair and restore the water supply",
             zone_id=desk.zone,
