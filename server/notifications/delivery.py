@@ -12,11 +12,13 @@ Redirects are not followed (a signed body goes only where the manager pointed it
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -60,8 +62,31 @@ class _Attempt:
     hopeless: bool = False  # retrying cannot help
 
 
-async def _post(client: httpx.AsyncClient, row: asyncpg.Record, kek: bytes) -> _Attempt:
+async def private_target(url: str) -> str | None:
+    """Why a webhook URL must not be called from inside the estate's network, or None.
+
+    A manager could point a webhook at the database, the metadata service or another
+    internal host and read the delivery errors back; outside development mode only
+    public addresses are called. Checked at each delivery, since DNS answers change.
+    """
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc}"
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global or address.is_multicast:
+            return f"{host} resolves to a non-public address ({address})"
+    return None
+
+
+async def _post(
+    client: httpx.AsyncClient, row: asyncpg.Record, kek: bytes, allow_private: bool
+) -> _Attempt:
     """One signed POST of an outbox row."""
+    if not allow_private and (why := await private_target(row["url"])) is not None:
+        return _Attempt(error=why)
     context = seal_context(row["site_id"], row["endpoint_id"])
     try:
         secret = unseal(kek, bytes(row["secret_sealed"]), context=context).decode()
@@ -97,6 +122,7 @@ async def deliver_due(
     kek: bytes,
     transport: httpx.AsyncBaseTransport | None = None,
     limit: int = BATCH,
+    allow_private: bool = False,
 ) -> list[int]:
     """Deliver the due outbox rows; returns the ids delivered in this pass."""
     rows = await store.claim_due(conn, now, limit)
@@ -106,7 +132,7 @@ async def deliver_due(
 
     async def attempt(row: asyncpg.Record) -> _Attempt:
         async with gate:
-            return await _post(client, row, kek)
+            return await _post(client, row, kek, allow_private)
 
     async with httpx.AsyncClient(
         timeout=TIMEOUT_S,
@@ -140,6 +166,7 @@ def delivery_task(settings: Settings) -> Callable[[Connection, datetime], Awaita
     kek = settings.keys.kek
 
     async def deliver_notifications(conn: Connection, now: datetime) -> list[int]:
-        return await deliver_due(conn, now, kek=kek)
+        # Development (and the tests) deliver to loopback receivers; production never.
+        return await deliver_due(conn, now, kek=kek, allow_private=settings.is_dev)
 
     return deliver_notifications

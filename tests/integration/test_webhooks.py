@@ -137,15 +137,22 @@ async def test_signed_webhooks_are_delivered_with_retries(
     # The first attempt meets a 500: retried 30 s later, not before.
     now = datetime.now(UTC)
     async with conn.transaction():
-        assert await deliver_due(conn, now, kek=settings.keys.kek) == []
+        assert await deliver_due(conn, now, kek=settings.keys.kek, allow_private=True) == []
     (row,) = await outbox(conn)
     assert (row["attempts"], row["last_status"], row["last_error"]) == (1, 500, "HTTP 500")
     assert row["next_attempt_at"] == now + timedelta(seconds=30)
     async with conn.transaction():
-        assert await deliver_due(conn, now + timedelta(seconds=29), kek=settings.keys.kek) == []
+        assert (
+            await deliver_due(
+                conn, now + timedelta(seconds=29), kek=settings.keys.kek, allow_private=True
+            )
+            == []
+        )
     assert len(receiver.requests) == 1
     async with conn.transaction():
-        delivered = await deliver_due(conn, now + timedelta(seconds=31), kek=settings.keys.kek)
+        delivered = await deliver_due(
+            conn, now + timedelta(seconds=31), kek=settings.keys.kek, allow_private=True
+        )
     assert delivered == [row["id"]]
     (row,) = await outbox(conn)
     assert (row["attempts"], row["last_status"], row["last_error"]) == (2, 200, None)
@@ -243,7 +250,9 @@ async def test_failing_endpoints_back_off_give_up_and_deactivation_cancels(
         if row["failed_at"] is not None:
             break
         async with conn.transaction():
-            await deliver_due(conn, row["next_attempt_at"], kek=settings.keys.kek, limit=1)
+            await deliver_due(
+                conn, row["next_attempt_at"], kek=settings.keys.kek, limit=1, allow_private=True
+            )
         after = (await outbox(conn))[0]
         waits.append(after["next_attempt_at"] - row["next_attempt_at"])
         assert after["last_status"] is None
@@ -267,4 +276,23 @@ async def test_failing_endpoints_back_off_give_up_and_deactivation_cancels(
     second = (await outbox(conn))[1]
     assert (second["last_error"], second["attempts"]) == ("endpoint deactivated", 0)
     async with conn.transaction():
-        assert await deliver_due(conn, now + timedelta(days=1), kek=settings.keys.kek) == []
+        assert (
+            await deliver_due(
+                conn, now + timedelta(days=1), kek=settings.keys.kek, allow_private=True
+            )
+            == []
+        )
+
+
+async def test_production_never_calls_internal_addresses() -> None:
+    from server.notifications.delivery import private_target
+
+    for url in (
+        "https://127.0.0.1/x",
+        "https://10.1.2.3/x",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/x",
+        "https://localhost/x",
+    ):
+        assert await private_target(url) is not None, url
+    assert await private_target("https://8.8.8.8/hook") is None
