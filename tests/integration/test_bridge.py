@@ -495,3 +495,37 @@ async def test_killed_three_times_and_the_broker_restarted_under_load(
     await wait_for(all_stored, 180, f"all {n} events")
     bridge.stop()
     await assert_exactly_once(conn, n)
+
+
+@pytest.mark.faults
+@pytest.mark.mosquitto
+async def test_two_bridges_sharing_one_killed_mid_stream_loses_nothing(
+    mosquitto_url: str, db_url: str, world: World, conn: Conn, devices: Any
+) -> None:
+    await seed(world, conn, extra=N_DEVICES)
+    url = mosquitto_url + "?protocol=5"
+    n = 4000
+
+    def start(name: str) -> BridgeProcess:
+        return BridgeProcess(db_url, url, f"bridge-{name}", shared_group="estateops").start()
+
+    a, b = start("a"), start("b")
+    for bridge in (a, b):
+        await bridge.wait_subscribed()
+    sensor = await devices(mosquitto_url)
+    publishing = asyncio.create_task(sensor.publish_many(stream(n)))
+    await wait_for(lambda: _at_least(conn, n // 5), 60, "a fifth of the events")
+    a.kill()  # SIGKILL: its in-flight share stays with its session on the broker
+    await publishing
+    # Its session (same client id) comes back and takes what was left with it.
+    a = start("a")
+    await wait_for(lambda: _at_least(conn, n), 120, f"all {n} events")
+    a.stop()
+    b.stop()
+    await assert_exactly_once(conn, n)
+    # No incident doubled: one per site, zone and kind, however the events were split.
+    incidents = await conn.fetchval("SELECT count(*) FROM incidents")
+    assert incidents >= 1
+    assert incidents == await conn.fetchval(
+        "SELECT count(DISTINCT (site_id, coalesce(zone_id, 0), kind)) FROM incidents"
+    )
