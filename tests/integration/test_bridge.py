@@ -495,6 +495,11 @@ async def test_killed_three_times_and_the_broker_restarted_under_load(
     await wait_for(all_stored, 180, f"all {n} events")
     bridge.stop()
     await assert_exactly_once(conn, n)
+    incidents = await conn.fetchval("SELECT count(*) FROM incidents")
+    assert incidents >= 1
+    assert incidents == await conn.fetchval(
+        "SELECT count(DISTINCT (site_id, coalesce(zone_id, 0), kind)) FROM incidents"
+    )
 
 
 @pytest.mark.faults
