@@ -33,8 +33,8 @@ ROUNDS_PER_DAY = 12  # every 2 hours: the residential standard
 SCANNED_SHARE = 0.95  # some checkpoints are missed
 
 
-async def seed(url: str, scans: int) -> tuple[int, int]:
-    """Returns (days of history, the site to report on)."""
+async def seed(url: str, scans: int) -> tuple[int, int, int]:
+    """Returns (days of history, the site to report on, the scans stored)."""
     days = max(1, round(scans / (SITES * ROUNDS_PER_DAY * CHECKPOINTS * SCANNED_SHARE)))
     conn = await asyncpg.connect(url)
     try:
@@ -115,7 +115,7 @@ async def seed(url: str, scans: int) -> tuple[int, int]:
         await conn.execute("VACUUM ANALYZE")
         total = await conn.fetchval("SELECT count(*) FROM scans")
         print(f"  {total:,} scans over {days} days in {time.perf_counter() - started:.0f} s")
-        return days, 1
+        return days, 1, total
     finally:
         await conn.close()
 
@@ -155,7 +155,7 @@ def main() -> int:
     args = parser.parse_args()
     settings = load_settings()
     with database() as url:
-        days, site = asyncio.run(seed(url, args.scans))
+        days, site, stored = asyncio.run(seed(url, args.scans))
         supervisor = Principal(id=1, username="bench", role="admin", site_ids=frozenset())
         token = issue_token(make_jwt_auth(settings), settings, supervisor)
         with (
@@ -230,7 +230,7 @@ def main() -> int:
     text = (
         f"## Patrol report and deep pages ({today()})\n\nMachine: {machine()}. {args.scans:,} "
         f"scans requested across {SITES} sites ({CHECKPOINTS} checkpoints, a 2-hourly route, "
-        f"{days} days); one API worker; sequential requests.\n"
+        f"{days} days), {stored:,} stored; one API worker; sequential requests.\n"
         "Command: `python bench/patrol_report.py --write`\n\n" + table
     )
     print(text)
