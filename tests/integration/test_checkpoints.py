@@ -787,6 +787,9 @@ async def test_csv_limits_encoding_and_media_type(
     assert len(set(r.json()["ids"])) == 5000
 
 
-async def test_guards_may_not_import(client: Client, world: World, estate: Estate) -> None:
+async def test_guards_may_not_import(
+    client: Client, world: World, estate: Estate, conn: Conn
+) -> None:
     r = await _import(client, world, estate.guard_a, estate.a, b"name\nX\n")
-    _problem(r, 403)
+    assert _problem(r, 403)["type"].endswith("/forbidden")
+    assert await conn.fetchval("SELECT count(*) FROM checkpoints WHERE name = 'X'") == 0

@@ -255,12 +255,17 @@ async def test_only_admins_and_managers_administer_users(
         unit = two.unit_a if role == "resident" else None
         user = await world.user(f"x{role.replace('_', '')}", role, two.a, unit_id=unit)
         h = world.headers(user)
-        _problem(await client.get("/api/users", headers=h), 403)
-        _problem(await client.get(f"/api/users/{two.guard_a.id}", headers=h), 403)
         new = _user_in("newbie", "guard", site_ids=[two.a])
-        _problem(await client.post("/api/users", json=new, headers=h), 403)
         patch = {"full_name": "X"}
-        _problem(await client.patch(f"/api/users/{user.id}", json=patch, headers=h), 403)
+        refused = [
+            await client.get("/api/users", headers=h),
+            await client.get(f"/api/users/{two.guard_a.id}", headers=h),
+            await client.post("/api/users", json=new, headers=h),
+            await client.patch(f"/api/users/{user.id}", json=patch, headers=h),
+        ]
+        assert [_problem(r, 403)["status"] for r in refused] == [403] * 4, role
+    assert await world.conn.fetchval("SELECT count(*) FROM users WHERE username = 'newbie'") == 0
+    assert await world.conn.fetchval("SELECT count(*) FROM users WHERE full_name = 'X'") == 0
 
 
 async def test_residents_need_a_unit_and_get_their_site_from_it(
@@ -381,10 +386,16 @@ async def test_a_manager_cannot_move_a_user_to_another_site_nor_touch_an_admin(
     r = await client.patch(
         f"/api/users/{two.guard_a.id}", json={"site_ids": [two.a, two.b]}, headers=h
     )
-    _problem(r, 404)
+    assert _problem(r, 404)["type"].endswith("/not-found")
+    sites = await world.conn.fetch(
+        "SELECT site_id FROM site_members WHERE user_id = $1", two.guard_a.id
+    )
+    assert [row["site_id"] for row in sites] == [two.a]
     site_admin = await world.user("sadmin", "admin", two.a)
     r = await client.patch(f"/api/users/{site_admin.id}", json={"full_name": "X"}, headers=h)
-    _problem(r, 403)
+    assert _problem(r, 403)["type"].endswith("/forbidden")
+    name = await world.conn.fetchval("SELECT full_name FROM users WHERE id = $1", site_admin.id)
+    assert name != "X"
 
 
 async def test_a_manager_changing_sites_keeps_memberships_they_cannot_see(
