@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import msgspec
 
 from server.alerts.models import Alert
 from server.db import Connection
+from server.live import hub as live
 
 _COLS = (
     "id, site_id, kind, subject_type, subject_id, message, data, created_at,"
     " acknowledged_at, acknowledged_by"
 )
+
+
+async def raise_alert(
+    conn: Connection,
+    *,
+    site_id: int,
+    kind: str,
+    subject_type: str,
+    subject_id: int,
+    message: str,
+    data: Mapping[str, Any],
+    event: Mapping[str, Any],
+) -> bool:
+    """Alert the site's supervisors once per (kind, subject); a new alert also goes on the
+    live feed (as `event`) when the transaction commits. Returns whether it was new."""
+    created = await conn.fetchval(
+        "INSERT INTO alerts (site_id, kind, subject_type, subject_id, message, data)"
+        " VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (kind, subject_type, subject_id) DO NOTHING RETURNING id",
+        site_id,
+        kind,
+        subject_type,
+        subject_id,
+        message,
+        dict(data),
+    )
+    if created is not None:
+        await live.publish(conn, {"type": kind, "site_id": site_id, **event})
+    return created is not None
 
 
 async def list_alerts(

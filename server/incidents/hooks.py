@@ -15,6 +15,7 @@ from typing import Any
 from server.alarms.models import AlarmChange
 from server.db import Connection
 from server.incidents import grouping, service, store
+from server.live import hub as live
 
 
 def _alarm_event(change: AlarmChange) -> dict[str, Any]:
@@ -42,7 +43,7 @@ async def on_alarm_changes(conn: Connection, changes: Sequence[AlarmChange]) -> 
     """
     if not changes:
         return
-    await store.publish_all(conn, [_alarm_event(c) for c in changes if c.change != "repeated"])
+    await live.publish_many(conn, [_alarm_event(c) for c in changes if c.change != "repeated"])
     plan = grouping.plan(changes)
     if not plan:
         return

@@ -50,6 +50,7 @@ from server.incidents.playbooks import (
     playbook,
     render_notice,
 )
+from server.live import hub as live
 from server.notifications.models import EventKind
 from server.notifications.outbox import Outbound, enqueue
 from server.tickets.service import open_incident_ticket
@@ -173,7 +174,7 @@ async def open_or_join(
     changed = {i for i, _ in links} | {i.id for w, i in joined if w.opened_by is not None}
     updated = [i for _, i in joined if i.id in changed]
     await store.touch(conn, [i.id for i in updated], now)
-    await store.publish_all(
+    await live.publish_many(
         conn,
         [_event("incident_opened", i) for i in opened]
         + [_event("incident_updated", i, change="alarm_linked") for i in updated],
@@ -358,7 +359,7 @@ async def on_alarms_cleared(conn: Connection, alarm_ids: Sequence[int], now: dat
     still_open = [i for i in incident_ids if i not in {r.id for r in resolved}]
     await store.touch(conn, still_open, now)
     rows = {r["id"]: r for r in await store.facts(conn, still_open)}
-    await store.publish_all(
+    await live.publish_many(
         conn,
         [
             _event("incident_updated", store.incident_of(rows[i]), change="alarm_cleared")
@@ -404,7 +405,7 @@ async def _after_resolve(
             for i in resolved
         ],
     )
-    await store.publish_all(conn, [_event("incident_resolved", i) for i in resolved])
+    await live.publish_many(conn, [_event("incident_resolved", i) for i in resolved])
     await enqueue(conn, await _outbound(conn, "incident.resolved", ids), now)
 
 
@@ -480,7 +481,7 @@ async def escalate_due(conn: Connection, now: datetime, limit: int = ESCALATION_
         ],
     )
     await store.touch(conn, list({r["incident_id"] for r, _ in done}), now)
-    await store.publish_all(
+    await live.publish_many(
         conn,
         [
             _event(
@@ -674,7 +675,7 @@ async def act_on_step(
         await store.touch(conn, [incident_id], now)
         fresh = await store.get_incident(conn, incident_id)
         assert fresh is not None
-        await store.publish_all(
+        await live.publish_many(
             conn,
             [
                 _event(
@@ -726,7 +727,7 @@ async def close(
     await store.append_timeline(
         conn, [(incident_id, now, principal.id, principal.role, "closed", None, note, {})]
     )
-    await store.publish_all(conn, [_event("incident_closed", store.incident_of(row))])
+    await live.publish_many(conn, [_event("incident_closed", store.incident_of(row))])
 
 
 async def add_note(
@@ -737,7 +738,7 @@ async def add_note(
         conn, [(incident_id, now, principal.id, principal.role, "note", None, note, {})]
     )
     await store.touch(conn, [incident_id], now)
-    await store.publish_all(conn, [_event("incident_updated", incident, change="note")])
+    await live.publish_many(conn, [_event("incident_updated", incident, change="note")])
 
 
 async def detail(

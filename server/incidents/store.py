@@ -18,7 +18,6 @@ import msgspec
 
 from server.db import Connection
 from server.incidents.models import Incident, IncidentAlarm, TimelineEntry
-from server.live.hub import CHANNEL
 
 _ACTIVE = "('open', 'mitigating')"
 _COLS = (
@@ -547,16 +546,3 @@ async def timeline(conn: Connection, incident_id: int) -> list[TimelineEntry]:
         )
         for r in rows
     ]
-
-
-# --- the live feed -----------------------------------------------------------------------
-
-
-async def publish_all(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
-    """Queue live-feed events in one statement; they leave when the transaction commits."""
-    if events:
-        await conn.execute(
-            "SELECT pg_notify($1, e) FROM unnest($2::text[]) AS e",
-            CHANNEL,
-            [to_json(e) for e in events],
-        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -25,7 +25,17 @@ CHANNEL = "estateops_live"
 
 async def publish(conn: Any, event: dict[str, Any]) -> None:
     """Queue an event for the live feed; it leaves when the caller's transaction commits."""
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, msgspec.json.encode(event).decode())
+    await publish_many(conn, [event])
+
+
+async def publish_many(conn: Any, events: Sequence[dict[str, Any]]) -> None:
+    """Queue several events in one statement; they leave when the transaction commits."""
+    if events:
+        await conn.execute(
+            "SELECT pg_notify($1, e) FROM unnest($2::text[]) AS e",
+            CHANNEL,
+            [msgspec.json.encode(e).decode() for e in events],
+        )
 
 
 class LiveHub:

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import asyncpg
 import msgspec
 
+from server.alerts import store as alerts
 from server.db import Connection
 from server.errors import Conflict, Invalid
-from server.live import hub as live
 from server.patrol.models import (
     LogEntry,
     LogIn,
@@ -144,7 +144,12 @@ async def generate_rounds(
     routes = await conn.fetch(
         "SELECT r.id, r.site_id, r.ordered, r.interval_minutes, r.duration_minutes,"
         " r.window_start, r.window_end, r.weekdays, r.grace_minutes, r.generated_until,"
-        " s.timezone FROM patrol_routes r JOIN sites s ON s.id = r.site_id"
+        " s.timezone,"
+        " ARRAY(SELECT c.checkpoint_id FROM patrol_route_checkpoints c"
+        "       WHERE c.route_id = r.id ORDER BY c.position) AS expected,"
+        " ARRAY(SELECT coalesce(c.not_before_minutes, -1) FROM patrol_route_checkpoints c"
+        "       WHERE c.route_id = r.id ORDER BY c.position) AS not_before"
+        " FROM patrol_routes r JOIN sites s ON s.id = r.site_id"
         " WHERE r.active AND (r.generated_until IS NULL OR r.generated_until < $1)"
         " AND ($2::bigint IS NULL OR r.id = $2)"
         " ORDER BY r.id LIMIT $3 FOR UPDATE OF r SKIP LOCKED",
@@ -154,11 +159,6 @@ async def generate_rounds(
     )
     created = 0
     for r in routes:
-        cps = await conn.fetch(
-            "SELECT checkpoint_id, not_before_minutes FROM patrol_route_checkpoints"
-            " WHERE route_id = $1 ORDER BY position",
-            r["id"],
-        )
         schedule = RouteSchedule(
             interval_minutes=r["interval_minutes"],
             duration_minutes=r["duration_minutes"],
@@ -172,10 +172,6 @@ async def generate_rounds(
         until = now + GENERATE_AHEAD
         starts = round_starts(schedule, start, until)
         duration = timedelta(minutes=r["duration_minutes"])
-        expected = [c["checkpoint_id"] for c in cps]
-        not_before = [
-            c["not_before_minutes"] if c["not_before_minutes"] is not None else -1 for c in cps
-        ]
         result = await conn.fetch(
             "INSERT INTO rounds (site_id, route_id, starts_at, ends_at, grace_minutes, ordered,"
             " expected, not_before)"
@@ -186,8 +182,8 @@ async def generate_rounds(
             duration,
             r["grace_minutes"],
             r["ordered"],
-            expected,
-            not_before,
+            r["expected"],
+            r["not_before"],
             starts,
         )
         created += len(result)
@@ -239,17 +235,16 @@ async def raise_round_alert(
         if status == "missed"
         else f"Round {round_id} is incomplete: {len(missing)} checkpoint(s) not scanned"
     )
-    await conn.execute(
-        "INSERT INTO alerts (site_id, kind, subject_type, subject_id, message, data)"
-        " VALUES ($1, $2, 'round', $3, $4, $5)"
-        " ON CONFLICT (kind, subject_type, subject_id) DO NOTHING",
-        site_id,
-        f"round_{status}",
-        round_id,
-        message,
-        {"round_id": round_id, "status": status, "missing_checkpoint_ids": list(missing)},
+    await alerts.raise_alert(
+        conn,
+        site_id=site_id,
+        kind=f"round_{status}",
+        subject_type="round",
+        subject_id=round_id,
+        message=message,
+        data={"round_id": round_id, "status": status, "missing_checkpoint_ids": list(missing)},
+        event={"round_id": round_id},
     )
-    await live.publish(conn, {"type": f"round_{status}", "site_id": site_id, "round_id": round_id})
 
 
 # --- scans ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from server.alerts import store as alerts
 from server.db import Connection
 from server.tickets.models import (
     Attachment,
@@ -516,21 +517,13 @@ async def raise_alert(
     data: Mapping[str, Any],
 ) -> bool:
     """An alert for the site's supervisors (once per ticket and kind), also on the live feed."""
-    created = await conn.fetchval(
-        "INSERT INTO alerts (site_id, kind, subject_type, subject_id, message, data)"
-        " VALUES ($1, $2, 'ticket', $3, $4, $5)"
-        " ON CONFLICT (kind, subject_type, subject_id) DO NOTHING RETURNING id",
-        site_id,
-        kind,
-        ticket_id,
-        message,
-        dict(data),
+    return await alerts.raise_alert(
+        conn,
+        site_id=site_id,
+        kind=kind,
+        subject_type="ticket",
+        subject_id=ticket_id,
+        message=message,
+        data=data,
+        event={"ticket_id": ticket_id},
     )
-    if created is not None:
-        await conn.execute(
-            "SELECT pg_notify('estateops_live', $1)",
-            msgspec.json.encode(
-                {"type": kind, "site_id": site_id, "ticket_id": ticket_id}
-            ).decode(),
-        )
-    return created is not None
