@@ -38,6 +38,7 @@ from server.live.hub import lifespan as live_lifespan
 from server.live.routes import LiveController
 from server.notifications.routes import WebhookController
 from server.observability import configure_logging, echo_request_id, request_id_middleware
+from server.patrol.batcher import ScanBatcher
 from server.patrol.routes import (
     PatrolSupervisionController,
     RoundController,
@@ -203,7 +204,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=route_handlers(),
         lifespan=[lifespan(settings), live_lifespan(settings.database.url)],
-        state=State({"settings": settings, "jwt_auth": jwt_auth}),
+        state=State({"settings": settings, "jwt_auth": jwt_auth, "scan_batcher": ScanBatcher()}),
         dependencies={
             "db": Provide(provide_db),
             "principal": Provide(provide_principal, sync_to_thread=False),

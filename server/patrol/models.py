@@ -14,6 +14,8 @@ RoundStatus = Literal["scheduled", "in_progress", "completed", "incomplete", "mi
 Minutes = Annotated[int, msgspec.Meta(ge=5, le=1440)]
 Weekday = Annotated[int, msgspec.Meta(ge=1, le=7)]  # ISO: 1 = Monday
 Text = Annotated[str, msgspec.Meta(max_length=4000)]
+# A phone's time must say its offset (or Z): a bare local time could be any hour on Earth.
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 # The site's own clock: an offset would be silently dropped by the time column, so refuse it.
 LocalTime = Annotated[time, msgspec.Meta(tz=False)]
 
@@ -117,14 +119,15 @@ class ScanIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """One scan; exactly one of qr, nfc_uid, nfc_sun."""
 
     id: uuid.UUID
-    scanned_at: datetime
+    scanned_at: AwareTime
     qr: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     nfc_uid: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None = None
     nfc_sun: SunProof | None = None
     lat: Annotated[float, msgspec.Meta(ge=-90, le=90)] | None = None
     lon: Annotated[float, msgspec.Meta(ge=-180, le=180)] | None = None
     accuracy_m: Annotated[float, msgspec.Meta(ge=0, le=100000)] | None = None
-    note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    # PostgreSQL text cannot hold a NUL: refused here, before the scan joins a group.
+    note: Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^[^\x00]*$")] | None = None
 
 
 class ScanOut(msgspec.Struct, frozen=True):
@@ -136,7 +139,7 @@ class ScanOut(msgspec.Struct, frozen=True):
 
 
 class BatchIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    sent_at: datetime
+    sent_at: AwareTime
     # Items are checked one by one (as ScanIn), so a malformed item spoils only itself.
     scans: Annotated[list[dict[str, Any]], msgspec.Meta(min_length=1, max_length=500)]
 

@@ -6,7 +6,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import asyncpg
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.datastructures import State
@@ -19,6 +18,7 @@ from server.db import Connection, Pool
 from server.errors import PROBLEM_BASE, Invalid, NotFound, Problem
 from server.pagination import DEFAULT_LIMIT, Limit, Page, page_of
 from server.patrol import report, scans, store
+from server.patrol.batcher import ScanBatcher
 from server.patrol.models import (
     BatchIn,
     BatchItem,
@@ -148,41 +148,29 @@ class ScanController(Controller):
         },
     )
     async def create_scan(self, principal: Principal, state: State, data: ScanIn) -> Response[Any]:
-        # No request-wide transaction: a QR scan is one read and one atomic write, and the
-        # round's row lock is held only for that statement (scans of one round come together).
-        pool: Pool = state.pool
-        async with pool.acquire() as conn:
-            try:
-                accepted = await scans.ingest(conn, state.settings, principal, data)
-            except ScanRefused as refused:
-                await scans.record(conn, principal, data, refused, scans.proof_of(data).method)
-                return Response(
-                    refusal_problem(refused), status_code=422, media_type="application/problem+json"
-                )
-        return Response(accepted.scan, status_code=201 if accepted.created else 200)
+        # Stored in a group with the scans arriving at the same moment (patrol.batcher):
+        # committed before this answer, with the flags it would have alone.
+        batcher: ScanBatcher = state.scan_batcher
+        outcome = await batcher.ingest(state.pool, state.settings, principal, data)
+        if isinstance(outcome, ScanRefused):
+            await _record_refusals(state.pool, principal, [(data, outcome)])
+            return Response(
+                refusal_problem(outcome), status_code=422, media_type="application/problem+json"
+            )
+        if isinstance(outcome, Exception):
+            raise outcome
+        return Response(outcome.scan, status_code=201 if outcome.created else 200)
 
     @post("/batch", summary="Offline sync: up to 500 scans, one result each, idempotent")
     async def create_batch(self, principal: Principal, state: State, data: BatchIn) -> BatchOut:
         scans.check_clock("sent_at", data.sent_at)
-        pool: Pool = state.pool
-        async with pool.acquire() as conn:
-            return await _ingest_batch(conn, principal, state, data)
-
-
-async def _ingest_batch(
-    db: Connection, principal: Principal, state: State, data: BatchIn
-) -> BatchOut:
-    """Each item on its own: a refused or malformed item never spoils the others."""
-    results: list[BatchItem] = []
-    stored = duplicates = refused_count = 0
-    now = datetime.now(UTC)
-    for index, raw in enumerate(data.scans):
-        try:
-            item = msgspec.convert(raw, ScanIn)
-        except msgspec.ValidationError as exc:
-            refused_count += 1
-            results.append(
-                BatchItem(
+        results: list[BatchItem | None] = [None] * len(data.scans)
+        valid: list[tuple[int, ScanIn]] = []
+        for index, raw in enumerate(data.scans):
+            try:
+                valid.append((index, msgspec.convert(raw, ScanIn)))
+            except msgspec.ValidationError as exc:
+                results[index] = BatchItem(
                     index=index,
                     status=422,
                     id=_maybe_uuid(raw.get("id")),
@@ -193,66 +181,58 @@ async def _ingest_batch(
                         "detail": str(exc),
                     },
                 )
+        pool: Pool = state.pool
+        async with pool.acquire() as conn:
+            outcomes = await scans.ingest_many(
+                conn, state.settings, [(principal, s) for _, s in valid], sent_at=data.sent_at
             )
-            continue
-        try:
-            accepted = await scans.ingest(
-                db, state.settings, principal, item, sent_at=data.sent_at, now=now
-            )
-        except ScanRefused as refused:
-            refused_count += 1
-            await scans.record(db, principal, item, refused, scans.proof_of(item).method)
-            results.append(
-                BatchItem(index=index, status=422, id=item.id, problem=refusal_problem(refused))
-            )
-            continue
-        except asyncpg.exceptions.DataError:
-            # A value PostgreSQL cannot store (a NUL in a note): this item only, nothing kept.
-            refused_count += 1
-            results.append(
-                BatchItem(
-                    index=index,
-                    status=422,
-                    id=item.id,
-                    problem={
-                        "type": f"{PROBLEM_BASE}validation",
-                        "title": "Invalid input",
-                        "status": 422,
-                        "detail": "A value in the scan cannot be stored",
-                    },
-                )
-            )
-            continue
-        except Problem as problem:
-            refused_count += 1
-            results.append(
-                BatchItem(
-                    index=index,
-                    status=problem.status,
-                    id=item.id,
-                    problem={
-                        "type": PROBLEM_BASE + problem.slug,
-                        "title": problem.title,
-                        "status": problem.status,
-                        "detail": problem.detail,
-                        **problem.extra,
-                    },
-                )
-            )
-            continue
-        if accepted.created:
-            stored += 1
-        else:
-            duplicates += 1
-        results.append(
-            BatchItem(
-                index=index,
-                status=201 if accepted.created else 200,
-                id=item.id,
-                result=accepted.scan,
-            )
+        refused = [
+            (s, o) for (_, s), o in zip(valid, outcomes, strict=True) if isinstance(o, ScanRefused)
+        ]
+        await _record_refusals(pool, principal, refused)
+        for (index, item), outcome in zip(valid, outcomes, strict=True):
+            results[index] = _batch_item(index, item, outcome)
+        items = [r for r in results if r is not None]
+        return BatchOut(
+            stored=sum(1 for r in items if r.status == 201),
+            duplicates=sum(1 for r in items if r.status == 200),
+            refused=sum(1 for r in items if r.status >= 400),
+            results=items,
         )
-    return BatchOut(stored=stored, duplicates=duplicates, refused=refused_count, results=results)
+
+
+async def _record_refusals(
+    pool: Pool, principal: Principal, refused: list[tuple[ScanIn, ScanRefused]]
+) -> None:
+    """Keep refused attempts for supervisors."""
+    if not refused:
+        return
+    async with pool.acquire() as conn, conn.transaction():
+        for scan, refusal in refused:
+            await scans.record(conn, principal, scan, refusal, scans.proof_of(scan).method)
+
+
+def _batch_item(index: int, item: ScanIn, outcome: scans.Outcome) -> BatchItem:
+    if isinstance(outcome, ScanRefused):
+        return BatchItem(index=index, status=422, id=item.id, problem=refusal_problem(outcome))
+    if isinstance(outcome, Problem):
+        return BatchItem(
+            index=index,
+            status=outcome.status,
+            id=item.id,
+            problem={
+                "type": PROBLEM_BASE + outcome.slug,
+                "title": outcome.title,
+                "status": outcome.status,
+                "detail": outcome.detail,
+                **outcome.extra,
+            },
+        )
+    if isinstance(outcome, Exception):
+        raise outcome
+    return BatchItem(
+        index=index, status=201 if outcome.created else 200, id=item.id, result=outcome.scan
+    )
 
 
 def _maybe_uuid(value: object) -> uuid.UUID | None:

@@ -1,19 +1,20 @@
-"""Taking in a scan: identify the checkpoint, match the round, flag doubts, store, re-score.
+"""Taking in scans: identify the checkpoint, match the round, flag doubts, store, re-score.
 
-The same path serves a live scan and each item of an offline batch, so a scan
-gets the same checks and flags however it arrives. A retry of a stored scan id
-answers the first result and stores nothing.
+The same path serves live scans (grouped by patrol.batcher) and offline batches, so a
+scan gets the same checks and flags however it arrives and whatever arrives with it.
+A retry of a stored scan id answers the first result and stores nothing.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-
-import asyncpg
+from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from server.auth import Principal
+from server.checkpoints import qr_token
 from server.checkpoints.verify import (
     Proof,
     ScanRefused,
@@ -23,7 +24,7 @@ from server.checkpoints.verify import (
 )
 from server.config import Settings
 from server.db import Connection
-from server.errors import Conflict, Invalid
+from server.errors import Conflict, Invalid, Problem
 from server.patrol import store
 from server.patrol.models import ScanIn, ScanOut
 from server.patrol.scoring import PreviousScan, ScanFacts, scan_flags
@@ -32,6 +33,8 @@ from server.patrol.scoring import PreviousScan, ScanFacts, scan_flags
 # extreme values (0001-01-01T00:00Z, 9999-12-31T23:59:59.999999Z) as -infinity/infinity.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+# How far back the facts look for the guard's scans of other checkpoints (store._FACTS).
+RECENT = timedelta(seconds=60)
 
 
 def check_clock(field: str, value: datetime | None) -> None:
@@ -58,6 +61,9 @@ def proof_of(scan: ScanIn) -> Proof:
     return Proof(method=given[0], qr=scan.qr, nfc_uid=scan.nfc_uid, nfc_sun=scan.nfc_sun)
 
 
+Outcome = Accepted | Exception  # ScanRefused or a Problem for one scan; never raised here
+
+
 async def ingest(
     conn: Connection,
     settings: Settings,
@@ -67,87 +73,263 @@ async def ingest(
     sent_at: datetime | None = None,
     now: datetime | None = None,
 ) -> Accepted:
-    """Store one scan, or raise ScanRefused before anything is written (record it then).
+    """Store one scan (or answer a retry); raises ScanRefused before anything is written."""
+    (outcome,) = await ingest_many(conn, settings, [(principal, scan)], sent_at=sent_at, now=now)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
-    A QR scan is one statement (store.ingest_scan), plus a second only when the flag rules
-    raise a doubt. An NFC SUN scan consumes the tag's counter, so it runs in a transaction.
+
+async def ingest_many(
+    conn: Connection,
+    settings: Settings,
+    scans: Sequence[tuple[Principal, ScanIn]],
+    *,
+    sent_at: datetime | None = None,
+    now: datetime | None = None,
+) -> list[Outcome]:
+    """Store scans in order, each with the outcome and flags it would get alone.
+
+    QR scans go together in two statements (store.scan_facts, store.insert_scans); the
+    flags of each count the scans before it in the group, which the facts read from the
+    database cannot yet show. An NFC scan consumes its tag's counter, so it goes alone,
+    in a transaction. A scan that is not stored (a retry, a refused proof) is then
+    answered on its own. One scan's refusal never spoils the others.
     """
     now = now or datetime.now(UTC)
-    check_clock("scanned_at", scan.scanned_at)
-    check_clock("sent_at", sent_at)
-    proof = proof_of(scan)
-    if proof.method == "qr":
-        claims = verify_qr(settings, proof.qr or "")
-        facts = await _ingest(
-            conn,
-            principal,
-            scan,
-            proof.method,
-            claims.checkpoint_id,
-            sent_at,
-            now,
-            claimed_site_id=claims.site_id,
-            token_version=claims.token_version,
-        )
-        if facts["inserted"]:
-            return await _assess(conn, scan, claims.checkpoint_id, facts, sent_at, now)
-        if (retry := await _retry(conn, scan.id, principal)) is not None:
-            return retry
-        # Not stored: find out why, from the checkpoint's row.
-        row = await conn.fetchrow(
-            "SELECT site_id AS cp_site_id, zone_id AS cp_zone_id, unit_id AS cp_unit_id,"
-            " lat AS cp_lat, lon AS cp_lon, radius_m AS cp_radius_m, active AS cp_active,"
-            " token_version AS cp_token_version FROM checkpoints WHERE id = $1",
-            claims.checkpoint_id,
-        )
-        if row is None:
-            raise ScanRefused("unknown_checkpoint")
-        checkpoint_from_qr(row, claims, principal)  # raises the precise refusal
-        raise ScanRefused("unknown_checkpoint")  # the checkpoint changed meanwhile
+    outcomes: list[Outcome | None] = [None] * len(scans)
+    group: list[_Item] = []
+    for index, (principal, scan) in enumerate(scans):
+        try:
+            check_clock("scanned_at", scan.scanned_at)
+            check_clock("sent_at", sent_at)
+            proof = proof_of(scan)
+            if proof.method == "qr":
+                claims = verify_qr(settings, proof.qr or "")
+                group.append(_Item(index, principal, scan, "qr", claims.checkpoint_id, claims))
+                continue
+            await _store_qr(conn, group, sent_at, now, outcomes)
+            group = []
+            nfc = _ingest_nfc(conn, settings, principal, scan, proof, sent_at, now)
+            outcomes[index] = await nfc
+        except (ScanRefused, Problem) as exc:
+            outcomes[index] = exc
+    await _store_qr(conn, group, sent_at, now, outcomes)
+    assert all(o is not None for o in outcomes)
+    return cast("list[Outcome]", outcomes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    index: int
+    principal: Principal
+    scan: ScanIn
+    method: str
+    checkpoint_id: int
+    claims: qr_token.QrClaims | None = None  # a QR scan's token
+    nfc_counter: int | None = None  # an NFC SUN scan's counter, just consumed
+
+
+async def _store_qr(
+    conn: Connection,
+    items: list[_Item],
+    sent_at: datetime | None,
+    now: datetime,
+    outcomes: list[Outcome | None],
+) -> None:
+    stored = await _store(conn, items, sent_at, now)
+    for item, accepted in zip(items, stored, strict=True):
+        try:
+            outcomes[item.index] = accepted or await _unstored_qr(conn, item)
+        except (ScanRefused, Problem) as exc:
+            outcomes[item.index] = exc
+
+
+async def _unstored_qr(conn: Connection, item: _Item) -> Accepted:
+    """A QR scan that was not stored: a retry's first answer, or the precise refusal."""
+    if (retry := await _retry(conn, item.scan.id, item.principal)) is not None:
+        return retry
+    assert item.claims is not None
+    row = await conn.fetchrow(
+        "SELECT site_id AS cp_site_id, zone_id AS cp_zone_id, unit_id AS cp_unit_id,"
+        " lat AS cp_lat, lon AS cp_lon, radius_m AS cp_radius_m, active AS cp_active,"
+        " token_version AS cp_token_version FROM checkpoints WHERE id = $1",
+        item.checkpoint_id,
+    )
+    if row is None:
+        raise ScanRefused("unknown_checkpoint")
+    checkpoint_from_qr(row, item.claims, item.principal)  # raises the precise refusal
+    raise ScanRefused("unknown_checkpoint")  # the checkpoint changed meanwhile
+
+
+async def _ingest_nfc(
+    conn: Connection,
+    settings: Settings,
+    principal: Principal,
+    scan: ScanIn,
+    proof: Proof,
+    sent_at: datetime | None,
+    now: datetime,
+) -> Accepted:
     if (retry := await _retry(conn, scan.id, principal)) is not None:
         return retry
     async with conn.transaction():
         hit = await identify(conn, settings, principal, proof)
-        facts = await _ingest(
-            conn, principal, scan, proof.method, hit.id, sent_at, now, nfc_counter=hit.nfc_counter
+        item = _Item(0, principal, scan, proof.method, hit.id, nfc_counter=hit.nfc_counter)
+        (accepted,) = await _store(conn, [item], sent_at, now)
+        if accepted is not None:
+            return accepted
+        # A concurrent retry of the same id won the race (or the checkpoint just went).
+        retry = await _retry(conn, scan.id, principal)
+        if retry is None:
+            raise ScanRefused("unknown_checkpoint", site_id=hit.site_id, checkpoint_id=hit.id)
+        return retry
+
+
+async def _store(
+    conn: Connection, items: list[_Item], sent_at: datetime | None, now: datetime
+) -> list[Accepted | None]:
+    """Store what passes; None for a scan not stored (unknown id or failed checkpoint)."""
+    if not items:
+        return []
+    facts = await store.scan_facts(
+        conn,
+        [
+            store.ScanKey(
+                id=item.scan.id,
+                checkpoint_id=item.checkpoint_id,
+                claimed_site_id=item.claims.site_id if item.claims else None,
+                token_version=item.claims.token_version if item.claims else None,
+                guard_id=item.principal.id,
+                scanned_at=item.scan.scanned_at,
+            )
+            for item in items
+        ],
+    )
+    earlier = _Earlier()
+    rows: list[store.NewScan] = []
+    answers: list[Accepted | None] = []
+    for item, fact in zip(items, facts, strict=True):
+        scan = item.scan
+        if (
+            fact is None
+            or fact.stored
+            or scan.id in earlier.ids
+            or not item.principal.sees_site(fact.cp_site_id)
+        ):
+            answers.append(None)  # answered on its own: a refusal or a retry
+            continue
+        flags = _flags(item, fact, earlier, sent_at, now)
+        earlier.add(item, fact.round_id)
+        rows.append(
+            store.NewScan(
+                id=scan.id,
+                site_id=fact.cp_site_id,
+                checkpoint_id=item.checkpoint_id,
+                round_id=fact.round_id,
+                guard_id=item.principal.id,
+                method=item.method,
+                scanned_at=scan.scanned_at,
+                sent_at=sent_at,
+                lat=scan.lat,
+                lon=scan.lon,
+                accuracy_m=scan.accuracy_m,
+                note=scan.note,
+                nfc_counter=item.nfc_counter,
+                flags=flags,
+            )
         )
-        if not facts["inserted"]:  # a concurrent retry of the same id won the race
-            retry = await _retry(conn, scan.id, principal)
-            assert retry is not None
-            return retry
-        return await _assess(conn, scan, hit.id, facts, sent_at, now)
+        out = ScanOut(
+            id=scan.id,
+            checkpoint_id=item.checkpoint_id,
+            round_id=fact.round_id,
+            flags=list(flags),
+            scanned_at=scan.scanned_at,
+        )
+        answers.append(Accepted(out, created=True))
+    stored = await store.insert_scans(conn, rows, now)
+    return [a if a is not None and a.scan.id in stored else None for a in answers]
 
 
-async def _ingest(
-    conn: Connection,
-    principal: Principal,
-    scan: ScanIn,
-    method: str,
-    checkpoint_id: int,
+class _Earlier:
+    """The scans of a group taken before the current one: the facts read from the database
+    cannot show them yet, so each later scan's flags add them here."""
+
+    def __init__(self) -> None:
+        self.ids: set[uuid.UUID] = set()
+        self.by_guard: dict[int, list[PreviousScan]] = {}
+        self.by_round: dict[int, list[int]] = {}
+
+    def add(self, item: _Item, round_id: int | None) -> None:
+        scan = item.scan
+        self.ids.add(scan.id)
+        self.by_guard.setdefault(item.principal.id, []).append(
+            PreviousScan(
+                scanned_at=scan.scanned_at,
+                checkpoint_id=item.checkpoint_id,
+                lat=scan.lat,
+                lon=scan.lon,
+            )
+        )
+        if round_id is not None:
+            self.by_round.setdefault(round_id, []).append(item.checkpoint_id)
+
+
+def _flags(
+    item: _Item,
+    fact: store.ScanFact,
+    earlier: _Earlier,
     sent_at: datetime | None,
     now: datetime,
-    *,
-    claimed_site_id: int | None = None,
-    token_version: int | None = None,
-    nfc_counter: int | None = None,
-) -> asyncpg.Record:
-    return await store.ingest_scan(
-        conn,
-        scan_id=scan.id,
-        checkpoint_id=checkpoint_id,
-        claimed_site_id=claimed_site_id,
-        token_version=token_version,
-        visible_sites=principal.visible_sites(),
-        guard_id=principal.id,
-        method=method,
-        scanned_at=scan.scanned_at,
-        received_at=now,
-        sent_at=sent_at,
-        lat=scan.lat,
-        lon=scan.lon,
-        accuracy_m=scan.accuracy_m,
-        note=scan.note,
-        nfc_counter=nfc_counter,
+) -> tuple[str, ...]:
+    """The doubt flags of a scan, from the facts read and the group's earlier scans."""
+    scan, checkpoint_id = item.scan, item.checkpoint_id
+    round_id = fact.round_id
+    not_before = fact.not_before if fact.not_before is not None and fact.not_before >= 0 else None
+    mates = earlier.by_guard.get(item.principal.id, [])
+    candidates = [m for m in mates if m.scanned_at <= scan.scanned_at]
+    if fact.prev_at is not None and fact.prev_checkpoint is not None:
+        candidates.append(
+            PreviousScan(
+                scanned_at=fact.prev_at,
+                checkpoint_id=fact.prev_checkpoint,
+                lat=fact.prev_lat,
+                lon=fact.prev_lon,
+            )
+        )
+    window_opens = scan.scanned_at - RECENT
+    recent = list(fact.recent_others) + [
+        m.scanned_at
+        for m in mates
+        if m.checkpoint_id != checkpoint_id and window_opens <= m.scanned_at <= scan.scanned_at
+    ]
+    round_scanned = list(fact.round_scanned or ())
+    for cp in earlier.by_round.get(round_id, []) if round_id is not None else []:
+        if cp not in round_scanned:
+            round_scanned.append(cp)
+    return scan_flags(
+        ScanFacts(
+            checkpoint_id=checkpoint_id,
+            scanned_at=scan.scanned_at,
+            received_at=now,
+            reference_clock=sent_at,
+            lat=scan.lat,
+            lon=scan.lon,
+            accuracy_m=scan.accuracy_m,
+            checkpoint_lat=fact.cp_lat,
+            checkpoint_lon=fact.cp_lon,
+            checkpoint_radius_m=fact.cp_radius_m,
+            round_start=fact.starts_at,
+            round_end=fact.ends_at,
+            grace_minutes=fact.grace_minutes or 0,
+            expected_checkpoint_ids=tuple(fact.expected or ()),
+            ordered=bool(fact.ordered),
+            scanned_checkpoint_ids=tuple(round_scanned),
+            not_before_minutes=not_before,
+            # The latest at or before this scan; on a tie the group's own scan.
+            previous_scan=max(candidates, key=lambda p: p.scanned_at, default=None),
+            recent_other_scans_at=tuple(recent),
+        )
     )
 
 
@@ -159,65 +341,6 @@ async def _retry(conn: Connection, scan_id: uuid.UUID, principal: Principal) -> 
     if known[0] != principal.id:
         raise Conflict("This scan id was used by someone else", field="id")
     return Accepted(known[1], created=False)
-
-
-async def _assess(
-    conn: Connection,
-    scan: ScanIn,
-    checkpoint_id: int,
-    facts: asyncpg.Record,
-    sent_at: datetime | None,
-    now: datetime,
-) -> Accepted:
-    """The doubt flags of a stored scan, from the facts read before it was stored."""
-    round_id = facts["round_id"]
-    not_before = None
-    if round_id is not None:
-        nb = facts["not_before"][list(facts["expected"]).index(checkpoint_id)]
-        not_before = nb if nb >= 0 else None
-    prev = (
-        PreviousScan(
-            scanned_at=facts["prev_at"],
-            checkpoint_id=facts["prev_checkpoint"],
-            lat=facts["prev_lat"],
-            lon=facts["prev_lon"],
-        )
-        if facts["prev_at"] is not None
-        else None
-    )
-    flags = scan_flags(
-        ScanFacts(
-            checkpoint_id=checkpoint_id,
-            scanned_at=scan.scanned_at,
-            received_at=now,
-            reference_clock=sent_at,
-            lat=scan.lat,
-            lon=scan.lon,
-            accuracy_m=scan.accuracy_m,
-            checkpoint_lat=facts["cp_lat"],
-            checkpoint_lon=facts["cp_lon"],
-            checkpoint_radius_m=facts["cp_radius_m"],
-            round_start=facts["starts_at"],
-            round_end=facts["ends_at"],
-            grace_minutes=facts["grace_minutes"] or 0,
-            expected_checkpoint_ids=tuple(facts["expected"] or ()),
-            ordered=bool(facts["ordered"]),
-            scanned_checkpoint_ids=tuple(facts["round_scanned"] or ()),
-            not_before_minutes=not_before,
-            previous_scan=prev,
-            recent_other_scans_at=tuple(facts["recent_others"]),
-        )
-    )
-    if flags:
-        await store.set_flags(conn, scan.id, flags)
-    out = ScanOut(
-        id=scan.id,
-        checkpoint_id=checkpoint_id,
-        round_id=round_id,
-        flags=list(flags),
-        scanned_at=scan.scanned_at,
-    )
-    return Accepted(out, created=True)
 
 
 async def record(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
@@ -108,12 +108,15 @@ class ScanFacts:
     recent_other_scans_at: tuple[datetime, ...] = ()
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, datetime):
-                _require_aware(value, f.name)
+        for name in _FACT_TIMES:
+            value = getattr(self, name)
+            if value is not None:
+                _require_aware(value, name)
         for at in self.recent_other_scans_at:
             _require_aware(at, "recent_other_scans_at")
+
+
+_FACT_TIMES = ("scanned_at", "received_at", "reference_clock", "round_start", "round_end")
 
 
 def scan_flags(

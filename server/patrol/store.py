@@ -267,152 +267,219 @@ async def existing_scan(conn: Connection, scan_id: uuid.UUID) -> tuple[int, Scan
     )
 
 
-# A scan in one statement, atomic without a transaction: check the checkpoint (and, for
-# a QR token, its site and token version), find the round this scan belongs to (the one
-# whose window holds it, preferring on-time over early or late), store the scan, and
-# advance the round. It returns what the flag rules need -- the checkpoint, the round as
-# it was, the guard's previous and recent scans -- read from the snapshot before the
-# insert. The round's new status is computed from its own row under the row lock, so two
-# scans of a round's last two checkpoints arriving together still complete it; a closed
-# round is re-scored (completed or incomplete) until final_after.
-_INGEST = """
-WITH cp AS (
-    SELECT id, site_id, zone_id, unit_id, lat, lon, radius_m FROM checkpoints
-    WHERE id = $1 AND active
-      AND ($2::bigint IS NULL OR site_id = $2)
-      AND ($3::int IS NULL OR token_version = $3)
-      AND ($4::bigint[] IS NULL OR site_id = ANY($4))
-),
-rd AS (
-    SELECT r.id, r.starts_at, r.ends_at, r.grace_minutes, r.ordered, r.expected, r.not_before,
-           r.scanned
-    FROM rounds r, cp
-    WHERE r.site_id = cp.site_id AND r.expected @> ARRAY[cp.id]
-      AND r.starts_at <= $6::timestamptz + $16::interval
-      AND r.ends_at + make_interval(mins => r.grace_minutes) >= $6::timestamptz
-      AND r.starts_at > $6::timestamptz - interval '2 days'
-      AND (NOT EXISTS (SELECT 1 FROM patrol_route_guards g WHERE g.route_id = r.route_id)
-           OR EXISTS (SELECT 1 FROM patrol_route_guards g
-                      WHERE g.route_id = r.route_id AND g.user_id = $5))
-    ORDER BY (r.starts_at <= $6::timestamptz AND $6::timestamptz < r.ends_at) DESC,
-             (r.starts_at <= $6::timestamptz) DESC, r.starts_at DESC
-    LIMIT 1
-),
-prev AS (
-    SELECT p.scanned_at, p.checkpoint_id, p.lat, p.lon FROM scans p
-    WHERE p.guard_id = $5 AND p.scanned_at <= $6::timestamptz
-    ORDER BY p.scanned_at DESC LIMIT 1
-),
--- A few are enough to tell a burst; never the whole minute of a busy guard.
-recent AS (
-    SELECT coalesce(array_agg(o.scanned_at), '{}') AS at FROM (
-        SELECT scanned_at FROM scans
-        WHERE guard_id = $5 AND checkpoint_id <> $1
-          AND scanned_at BETWEEN $6::timestamptz - interval '60 seconds' AND $6::timestamptz
-        ORDER BY scanned_at DESC LIMIT 10) o
-),
-ins AS (
-    INSERT INTO scans (id, site_id, checkpoint_id, round_id, guard_id, method, scanned_at,
-                       received_at, sent_at, lat, lon, accuracy_m, note, nfc_counter)
-    SELECT $7, cp.site_id, cp.id, (SELECT id FROM rd), $5, $8, $6, $9, $10, $11, $12, $13,
-           $14, $15
-    FROM cp
-    ON CONFLICT (id) DO NOTHING
-    RETURNING round_id
-),
-locked AS (
-    SELECT r.id, r.status FROM rounds r JOIN ins ON r.id = ins.round_id FOR UPDATE OF r
-),
-upd AS (
-    UPDATE rounds r SET
-        scanned = CASE WHEN $1 = ANY(r.scanned) THEN r.scanned ELSE r.scanned || $1::bigint END,
-        scanned_count = (SELECT count(DISTINCT e) FROM unnest(r.expected) e
-                         WHERE e = ANY(r.scanned || $1::bigint)),
-        status = CASE
-            WHEN r.expected <@ (r.scanned || $1::bigint) THEN 'completed'
-            WHEN r.closed_at IS NULL THEN 'in_progress'
-            ELSE 'incomplete' END
-    FROM locked
-    WHERE r.id = locked.id AND (r.closed_at IS NULL OR r.final_after >= $9)
-    RETURNING r.status
-)
-SELECT (SELECT count(*) FROM ins) AS inserted,
-       (SELECT status FROM locked) AS old_status,
-       (SELECT status FROM upd) AS new_status,
-       cp.site_id AS cp_site_id, cp.zone_id AS cp_zone_id, cp.unit_id AS cp_unit_id,
-       cp.lat AS cp_lat, cp.lon AS cp_lon, cp.radius_m AS cp_radius_m,
-       rd.id AS round_id, rd.starts_at, rd.ends_at, rd.grace_minutes, rd.ordered, rd.expected,
-       rd.not_before, rd.scanned AS round_scanned,
+# Scans are stored in two set-based statements, whether one scan or many arrive together
+# (server.patrol.scans): the facts the flag rules need are read first, then every scan is
+# written with its round and flags at once. Per-statement work (planning, executor start,
+# locks, commit) is paid once per group rather than once per scan.
+
+# Per scan: the checkpoint (a QR token's site and version must match; an inactive one never
+# matches, and then the scan has no row here), whether its id is stored already, the round
+# whose window holds it (preferring on-time over early or late), the guard's previous scan
+# and its scans of other checkpoints in the minute before.
+_FACTS = """
+SELECT coalesce(json_agg(f ORDER BY f.pos), '[]')::text FROM (
+SELECT i.pos, c.site_id AS cp_site_id, c.lat AS cp_lat, c.lon AS cp_lon,
+       c.radius_m AS cp_radius_m,
+       EXISTS (SELECT 1 FROM scans s WHERE s.id = i.id) AS stored,
+       rd.id AS round_id, rd.starts_at, rd.ends_at, rd.grace_minutes, rd.ordered,
+       rd.not_before[array_position(rd.expected, c.id)] AS not_before,
+       CASE WHEN rd.ordered THEN rd.expected END AS expected,
+       CASE WHEN rd.ordered THEN rd.scanned END AS round_scanned,
        prev.scanned_at AS prev_at, prev.checkpoint_id AS prev_checkpoint,
        prev.lat AS prev_lat, prev.lon AS prev_lon,
-       (SELECT at FROM recent) AS recent_others
-FROM (SELECT 1) one
-LEFT JOIN cp ON true
-LEFT JOIN rd ON true
-LEFT JOIN prev ON true
+       recent.at AS recent_others
+FROM ROWS FROM (jsonb_to_recordset($1::jsonb)
+         AS (id uuid, checkpoint_id bigint, claimed_site_id bigint, token_version int,
+             guard_id bigint, scanned_at timestamptz))
+     WITH ORDINALITY AS i(id, checkpoint_id, claimed_site_id, token_version, guard_id,
+                          scanned_at, pos)
+-- LATERAL: one index probe per scan, whatever the planner guesses of the group's size.
+CROSS JOIN LATERAL (
+    SELECT c.id, c.site_id, c.lat, c.lon, c.radius_m FROM checkpoints c
+    WHERE c.id = i.checkpoint_id AND c.active
+      AND (i.claimed_site_id IS NULL OR c.site_id = i.claimed_site_id)
+      AND (i.token_version IS NULL OR c.token_version = i.token_version)
+    LIMIT 1  -- (keeps the planner from flattening this into a join)
+) c
+LEFT JOIN LATERAL (
+    SELECT r.id, r.starts_at, r.ends_at, r.grace_minutes, r.ordered, r.expected, r.not_before,
+           r.scanned
+    FROM rounds r
+    WHERE r.site_id = c.site_id AND r.expected @> ARRAY[c.id]
+      AND r.starts_at <= i.scanned_at + $2::interval
+      AND r.ends_at + make_interval(mins => r.grace_minutes) >= i.scanned_at
+      AND r.starts_at > i.scanned_at - interval '2 days'
+      AND (NOT EXISTS (SELECT 1 FROM patrol_route_guards g WHERE g.route_id = r.route_id)
+           OR EXISTS (SELECT 1 FROM patrol_route_guards g
+                      WHERE g.route_id = r.route_id AND g.user_id = i.guard_id))
+    ORDER BY (r.starts_at <= i.scanned_at AND i.scanned_at < r.ends_at) DESC,
+             (r.starts_at <= i.scanned_at) DESC, r.starts_at DESC
+    LIMIT 1
+) rd ON true
+LEFT JOIN LATERAL (
+    SELECT p.scanned_at, p.checkpoint_id, p.lat, p.lon FROM scans p
+    WHERE p.guard_id = i.guard_id AND p.scanned_at <= i.scanned_at
+    ORDER BY p.scanned_at DESC LIMIT 1
+) prev ON true
+-- A few are enough to tell a burst; never the whole minute of a busy guard.
+CROSS JOIN LATERAL (
+    SELECT coalesce(array_agg(o.scanned_at), '{}') AS at FROM (
+        SELECT s.scanned_at FROM scans s
+        WHERE s.guard_id = i.guard_id AND s.checkpoint_id <> i.checkpoint_id
+          AND s.scanned_at BETWEEN i.scanned_at - interval '60 seconds' AND i.scanned_at
+        ORDER BY s.scanned_at DESC LIMIT 5) o
+) recent
+) f
 """
 
 
-async def ingest_scan(
-    conn: Connection,
-    *,
-    scan_id: uuid.UUID,
-    checkpoint_id: int,
-    claimed_site_id: int | None,
-    token_version: int | None,
-    visible_sites: list[int] | None,
-    guard_id: int,
-    method: str,
-    scanned_at: datetime,
-    received_at: datetime,
-    sent_at: datetime | None,
-    lat: float | None,
-    lon: float | None,
-    accuracy_m: float | None,
-    note: str | None,
-    nfc_counter: int | None,
-) -> asyncpg.Record:
-    """Store a scan and advance its round; returns the facts its flags are computed from.
+class ScanKey(msgspec.Struct, frozen=True):
+    """What the facts of one scan are looked up by."""
 
-    ``inserted`` is 0 when the checkpoint did not pass (unknown, inactive, another site,
-    revoked token: the caller finds out which) or the scan id is already stored (a retry).
-    """
-    row = await conn.fetchrow(
-        _INGEST,
-        checkpoint_id,
-        claimed_site_id,
-        token_version,
-        visible_sites,
-        guard_id,
-        scanned_at,
-        scan_id,
-        method,
-        received_at,
-        sent_at,
-        lat,
-        lon,
-        accuracy_m,
-        note,
-        nfc_counter,
-        EARLY_MATCH,
-    )
-    assert row is not None
-    old, new = row["old_status"], row["new_status"]
-    if old is not None and new is not None and old != new and old in ("incomplete", "missed"):
-        await conn.execute(
-            "INSERT INTO round_changes (round_id, from_status, to_status, scan_id, reason)"
-            " VALUES ($1, $2, $3, $4, 'late offline scan')",
-            row["round_id"],
-            old,
-            new,
-            scan_id,
-        )
-    return row
+    id: uuid.UUID
+    checkpoint_id: int
+    claimed_site_id: int | None  # a QR token's site, None for NFC (its tag named the row)
+    token_version: int | None  # a QR token's version, None for NFC
+    guard_id: int
+    scanned_at: datetime
 
 
-async def set_flags(conn: Connection, scan_id: uuid.UUID, flags: Sequence[str]) -> None:
-    """Most scans raise no doubt; only those that do pay for this second statement."""
-    await conn.execute("UPDATE scans SET flags = $2 WHERE id = $1", scan_id, list(flags))
+class ScanFact(msgspec.Struct, frozen=True):
+    """What the flag rules need of one scan: its checkpoint, round, and the guard's scans."""
+
+    pos: int
+    cp_site_id: int
+    cp_lat: float | None
+    cp_lon: float | None
+    cp_radius_m: float | None
+    stored: bool  # the id is stored already: a retry
+    round_id: int | None
+    starts_at: datetime | None
+    ends_at: datetime | None
+    grace_minutes: int | None
+    ordered: bool | None
+    not_before: int | None  # this checkpoint's, -1 for none
+    expected: list[int] | None  # an ordered round's route, else None
+    round_scanned: list[int] | None  # an ordered round's distinct scans so far, else None
+    prev_at: datetime | None
+    prev_checkpoint: int | None
+    prev_lat: float | None
+    prev_lon: float | None
+    recent_others: list[datetime]
+
+
+_facts_decoder = msgspec.json.Decoder(list[ScanFact])
+
+
+async def scan_facts(conn: Connection, keys: Sequence[ScanKey]) -> list[ScanFact | None]:
+    """The facts of each scan, in order; None where the checkpoint did not pass.
+
+    The group goes in and comes back as one JSON document: one parameter and one value
+    instead of a dozen arrays and a record per scan."""
+    text = await conn.fetchval(_FACTS, keys, EARLY_MATCH)
+    found: list[ScanFact | None] = [None] * len(keys)
+    for fact in _facts_decoder.decode(text):
+        found[fact.pos - 1] = fact
+    return found
+
+
+# Insert the scans (a retried id stores nothing) and advance their rounds: each round's
+# row is locked (in id order, so two groups never deadlock) and re-read under the lock, so
+# scans of a round's last checkpoints arriving in two groups at once still complete it. A
+# closed round is re-scored (completed or incomplete) until final_after, and the change is
+# recorded. A scan of a checkpoint its round already has does not write the round at all.
+_INSERT = """
+WITH input AS (
+    SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb)
+             AS (id uuid, site_id bigint, checkpoint_id bigint, round_id bigint,
+                 guard_id bigint, method text, scanned_at timestamptz, sent_at timestamptz,
+                 lat float8, lon float8, accuracy_m float8, note text, nfc_counter int,
+                 flags text[]))
+         WITH ORDINALITY AS t(id, site_id, checkpoint_id, round_id, guard_id, method,
+                              scanned_at, sent_at, lat, lon, accuracy_m, note, nfc_counter,
+                              flags, pos)
+),
+ins AS (
+    INSERT INTO scans (id, site_id, checkpoint_id, round_id, guard_id, method, scanned_at,
+                       received_at, sent_at, lat, lon, accuracy_m, note, nfc_counter, flags)
+    SELECT id, site_id, checkpoint_id, round_id, guard_id, method, scanned_at,
+           $2::timestamptz, sent_at, lat, lon, accuracy_m, note, nfc_counter, flags
+    FROM input ORDER BY pos
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, round_id, checkpoint_id
+),
+added AS (
+    SELECT ins.round_id, array_agg(ins.checkpoint_id ORDER BY i.pos) AS checkpoints,
+           (array_agg(ins.id ORDER BY i.pos))[1] AS first_scan
+    FROM ins JOIN input i ON i.id = ins.id
+    WHERE ins.round_id IS NOT NULL
+    GROUP BY ins.round_id
+),
+-- The rounds are found by id (= ANY of an array): an index probe each, whatever the planner
+-- guesses of the group's size.
+locked AS (
+    SELECT r.id, r.status, r.scanned FROM rounds r
+    WHERE r.id = ANY (ARRAY(SELECT round_id FROM added))
+      AND NOT ((SELECT a.checkpoints FROM added a WHERE a.round_id = r.id) <@ r.scanned)
+      AND (r.closed_at IS NULL OR r.final_after >= $2::timestamptz)
+    ORDER BY r.id
+    FOR NO KEY UPDATE OF r
+),
+progress AS (
+    -- Distinct checkpoints in the order first scanned; a round's scanned are all expected.
+    SELECT l.id, l.status AS old_status, a.first_scan,
+           l.scanned || ARRAY(SELECT u.c FROM unnest(a.checkpoints) WITH ORDINALITY u(c, o)
+                              WHERE u.c <> ALL(l.scanned) GROUP BY u.c ORDER BY min(u.o))
+               AS scanned
+    FROM locked l JOIN added a ON a.round_id = l.id
+),
+upd AS (
+    UPDATE rounds r SET
+        scanned = p.scanned,
+        scanned_count = cardinality(p.scanned),
+        status = CASE
+            WHEN r.expected <@ p.scanned THEN 'completed'
+            WHEN r.closed_at IS NULL THEN 'in_progress'
+            ELSE 'incomplete' END
+    FROM progress p
+    WHERE r.id = p.id AND r.id = ANY (ARRAY(SELECT id FROM progress))
+    RETURNING r.id, r.status
+),
+changes AS (
+    INSERT INTO round_changes (round_id, from_status, to_status, scan_id, reason)
+    SELECT u.id, p.old_status, u.status, p.first_scan, 'late offline scan'
+    FROM upd u JOIN progress p ON p.id = u.id
+    WHERE p.old_status IN ('incomplete', 'missed') AND u.status <> p.old_status
+)
+SELECT id FROM ins
+"""
+
+
+class NewScan(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    site_id: int
+    checkpoint_id: int
+    round_id: int | None
+    guard_id: int
+    method: str
+    scanned_at: datetime
+    sent_at: datetime | None
+    lat: float | None
+    lon: float | None
+    accuracy_m: float | None
+    note: str | None
+    nfc_counter: int | None
+    flags: tuple[str, ...]
+
+
+async def insert_scans(
+    conn: Connection, scans: Sequence[NewScan], received_at: datetime
+) -> set[uuid.UUID]:
+    """Store the scans and advance their rounds; the ids stored (a known id is not)."""
+    if not scans:
+        return set()
+    rows = await conn.fetch(_INSERT, scans, received_at)
+    return {r["id"] for r in rows}
 
 
 async def record_refusal(

@@ -353,6 +353,17 @@ async def test_times_out_of_this_world_are_refused_not_stored_as_infinity(
     assert problem(r, 422)["errors"][0]["field"] in ("from", "to")
 
 
+async def test_a_scan_time_without_an_offset_is_refused(estate: Estate) -> None:
+    """A bare local time could be any hour on Earth: the phone must say its offset."""
+    body = {"id": str(uuid.uuid4()), "scanned_at": "2026-11-27T10:00:00", "qr": estate.qr()}
+    r = await _post(estate, "/api/scans", body, "grd")
+    assert [e["field"] for e in problem(r, 422)["errors"]] == ["scanned_at"]
+    batch = {"sent_at": "2026-11-27T10:00:00", "scans": [body]}
+    r = await _post(estate, "/api/scans/batch", batch, "grd")
+    assert [e["field"] for e in problem(r, 422)["errors"]] == ["sent_at"]
+    assert await estate.world.conn.fetchval("SELECT count(*) FROM scans") == 0
+
+
 async def test_a_route_window_with_an_offset_is_refused(estate: Estate) -> None:
     """Windows are on the site's own clock; an offset used to be dropped without a word."""
     body = {
