@@ -16,7 +16,7 @@ from prometheus_client import Histogram
 
 from server.auth import Principal
 from server.config import Settings
-from server.db import Pool
+from server.db import Connection, Pool
 from server.patrol import scans
 from server.patrol.models import ScanIn
 
@@ -63,24 +63,28 @@ class ScanBatcher:
     async def _drain(self, pool: Pool, settings: Settings) -> None:
         try:
             while self._queue:
-                group, self._queue = self._queue[: self.max_size], self._queue[self.max_size :]
-                await self._store(pool, settings, group)
+                group = self._take()
+                try:
+                    async with pool.acquire() as conn:
+                        await self._store(conn, settings, group)
+                        while self._queue:  # the connection is kept while work waits
+                            group = self._take()
+                            await self._store(conn, settings, group)
+                except Exception as exc:  # the database is away: the whole group hears it
+                    for w in group:
+                        if not w.answer.done():
+                            w.answer.set_exception(exc)
         finally:
             self._groups -= 1
 
-    @staticmethod
-    async def _store(pool: Pool, settings: Settings, group: list[_Waiting]) -> None:
+    def _take(self) -> list[_Waiting]:
+        group, self._queue = self._queue[: self.max_size], self._queue[self.max_size :]
         GROUP_SIZE.observe(len(group))
-        try:
-            async with pool.acquire() as conn:
-                outcomes = await scans.ingest_many(
-                    conn, settings, [(w.principal, w.scan) for w in group]
-                )
-        except Exception as exc:  # the database is away: every scan of the group hears it
-            for w in group:
-                if not w.answer.done():
-                    w.answer.set_exception(exc)
-            return
+        return group
+
+    @staticmethod
+    async def _store(conn: Connection, settings: Settings, group: list[_Waiting]) -> None:
+        outcomes = await scans.ingest_many(conn, settings, [(w.principal, w.scan) for w in group])
         for w, outcome in zip(group, outcomes, strict=True):
             if not w.answer.done():
                 w.answer.set_result(outcome)
