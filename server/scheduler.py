@@ -1,4 +1,5 @@
-"""The background loops: generate rounds ahead, close and score finished ones.
+"""The background loops: generate rounds ahead, close and score finished ones, roll up
+the days of scans for the patrol report.
 
 Each task runs in its own transaction and claims its rows with FOR UPDATE SKIP
 LOCKED, so any number of scheduler processes can run side by side without doing
@@ -20,6 +21,7 @@ from server.db import Connection, Pool, create_pool
 from server.incidents import service as incidents
 from server.notifications.delivery import delivery_task
 from server.patrol import store as patrol
+from server.patrol.rollup import roll_up_patrol_days
 from server.tickets import service as tickets
 
 log = logging.getLogger("estateops.scheduler")
@@ -29,6 +31,7 @@ Task = Callable[[Connection, datetime], Awaitable[object]]
 TASKS: dict[str, Task] = {
     "generate_rounds": patrol.generate_rounds,
     "close_due_rounds": patrol.close_due_rounds,
+    "roll_up_patrol_days": roll_up_patrol_days,
     "detect_ticket_breaches": tickets.detect_breaches,
     "auto_close_tickets": tickets.auto_close,
     "mark_silent_devices": mark_silent_devices,

@@ -406,7 +406,14 @@ ins AS (
            $2::timestamptz, sent_at, lat, lon, accuracy_m, note, nfc_counter, flags
     FROM input ORDER BY pos
     ON CONFLICT (id) DO NOTHING
-    RETURNING id, round_id, checkpoint_id
+    RETURNING id, round_id, checkpoint_id, site_id, scanned_at
+),
+-- A scan stored after its UTC day marks the day for the report's rollups to be rebuilt
+-- (server.patrol.rollup); today's scans are rolled up only once the day is over.
+late_days AS (
+    INSERT INTO patrol_days_dirty (site_id, day)
+    SELECT DISTINCT site_id, (scanned_at AT TIME ZONE 'UTC')::date FROM ins
+    WHERE scanned_at < date_trunc('day', $2::timestamptz, 'UTC')
 ),
 added AS (
     SELECT ins.round_id, array_agg(ins.checkpoint_id ORDER BY i.pos) AS checkpoints,
