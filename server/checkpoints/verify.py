@@ -117,44 +117,33 @@ def verify_qr(settings: Settings, token: str) -> qr_token.QrClaims:
         raise ScanRefused("invalid_qr") from exc
 
 
-def checkpoint_from_qr(
-    row: asyncpg.Record, claims: qr_token.QrClaims, principal: Principal, prefix: str = "cp_"
+async def checkpoint_of_qr(
+    conn: Connection, principal: Principal, claims: qr_token.QrClaims
 ) -> CheckpointHit:
-    """Check a token's claims against its checkpoint's row (columns named prefix + name)."""
-    site_id = row[prefix + "site_id"]
-    if site_id is None:
-        raise ScanRefused("unknown_checkpoint")
-    where = {"site_id": site_id, "checkpoint_id": claims.checkpoint_id}
-    if site_id != claims.site_id:
-        # A validly signed token whose site disagrees with the checkpoint: never issued by us.
-        raise ScanRefused("invalid_qr", **where)
-    if claims.token_version != row[prefix + "token_version"]:
-        raise ScanRefused("revoked_qr", **where)
-    if not row[prefix + "active"]:
-        raise ScanRefused("inactive_checkpoint", **where)
-    if not principal.sees_site(site_id):
-        raise ScanRefused("not_on_site", **where)
-    return CheckpointHit(
-        id=claims.checkpoint_id,
-        site_id=site_id,
-        zone_id=row[prefix + "zone_id"],
-        unit_id=row[prefix + "unit_id"],
-        lat=row[prefix + "lat"],
-        lon=row[prefix + "lon"],
-        radius_m=row[prefix + "radius_m"],
-    )
-
-
-async def _by_qr(
-    conn: Connection, settings: Settings, principal: Principal, token: str
-) -> CheckpointHit:
-    claims = verify_qr(settings, token)
+    """The checkpoint a genuinely signed token names, or the precise refusal: unknown,
+    another site's, revoked, inactive, or a site the caller is not on."""
     row = await conn.fetchrow(
         f"SELECT {_COLS} FROM checkpoints WHERE id = $1", claims.checkpoint_id
     )
     if row is None:
         raise ScanRefused("unknown_checkpoint")
-    return checkpoint_from_qr(row, claims, principal, prefix="")
+    where = {"site_id": row["site_id"], "checkpoint_id": claims.checkpoint_id}
+    if row["site_id"] != claims.site_id:
+        # A validly signed token whose site disagrees with the checkpoint: never issued by us.
+        raise ScanRefused("invalid_qr", **where)
+    if claims.token_version != row["token_version"]:
+        raise ScanRefused("revoked_qr", **where)
+    if not row["active"]:
+        raise ScanRefused("inactive_checkpoint", **where)
+    if not principal.sees_site(row["site_id"]):
+        raise ScanRefused("not_on_site", **where)
+    return _hit(row)
+
+
+async def _by_qr(
+    conn: Connection, settings: Settings, principal: Principal, token: str
+) -> CheckpointHit:
+    return await checkpoint_of_qr(conn, principal, verify_qr(settings, token))
 
 
 async def _by_uid(conn: Connection, raw_uid: str) -> CheckpointHit:

@@ -18,7 +18,7 @@ from server.checkpoints import qr_token
 from server.checkpoints.verify import (
     Proof,
     ScanRefused,
-    checkpoint_from_qr,
+    checkpoint_of_qr,
     identify,
     verify_qr,
 )
@@ -150,15 +150,7 @@ async def _unstored_qr(conn: Connection, item: _Item) -> Accepted:
     if (retry := await _retry(conn, item.scan.id, item.principal)) is not None:
         return retry
     assert item.claims is not None
-    row = await conn.fetchrow(
-        "SELECT site_id AS cp_site_id, zone_id AS cp_zone_id, unit_id AS cp_unit_id,"
-        " lat AS cp_lat, lon AS cp_lon, radius_m AS cp_radius_m, active AS cp_active,"
-        " token_version AS cp_token_version FROM checkpoints WHERE id = $1",
-        item.checkpoint_id,
-    )
-    if row is None:
-        raise ScanRefused("unknown_checkpoint")
-    checkpoint_from_qr(row, item.claims, item.principal)  # raises the precise refusal
+    await checkpoint_of_qr(conn, item.principal, item.claims)  # raises the precise refusal
     raise ScanRefused("unknown_checkpoint")  # the checkpoint changed meanwhile
 
 
@@ -258,7 +250,7 @@ class _Earlier:
     def __init__(self) -> None:
         self.ids: set[uuid.UUID] = set()
         self.by_guard: dict[int, list[PreviousScan]] = {}
-        self.by_round: dict[int, list[int]] = {}
+        self.by_round: dict[int | None, list[int]] = {}  # None: no round
 
     def add(self, item: _Item, round_id: int | None) -> None:
         scan = item.scan
@@ -271,8 +263,7 @@ class _Earlier:
                 lon=scan.lon,
             )
         )
-        if round_id is not None:
-            self.by_round.setdefault(round_id, []).append(item.checkpoint_id)
+        self.by_round.setdefault(round_id, []).append(item.checkpoint_id)
 
 
 def _flags(
@@ -304,7 +295,7 @@ def _flags(
         if m.checkpoint_id != checkpoint_id and window_opens <= m.scanned_at <= scan.scanned_at
     ]
     round_scanned = list(fact.round_scanned or ())
-    for cp in earlier.by_round.get(round_id, []) if round_id is not None else []:
+    for cp in earlier.by_round.get(round_id, []):
         if cp not in round_scanned:
             round_scanned.append(cp)
     return scan_flags(
