@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -199,35 +200,60 @@ async def open_loop(
     headers: Callable[[int], dict[str, str]],
     rate: float,
     seconds: float,
+    max_connections: int = 64,
 ) -> dict[str, float]:
-    """Offer `rate` requests/s on a fixed schedule; latency counts from the scheduled time."""
-    import httpx
+    """Offer `rate` requests/s on a fixed schedule; latency counts from the scheduled time.
 
+    A lean HTTP/1.1 client on asyncio streams (keep-alive, at most `max_connections`): a
+    general-purpose client such as httpx costs more CPU per request than the server under
+    test and, once behind, measures its own queue instead of the server.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    head = f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    opened = 0
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
-        start = time.perf_counter()
-        tasks = []
 
-        async def one(i: int, due: float) -> None:
-            nonlocal errors
-            try:
-                r = await client.post(url, content=make_body(i), headers=headers(i))
-                if r.status_code >= 300:
-                    errors += 1
-            except httpx.HTTPError:
+    async def connection() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        nonlocal opened
+        if idle.empty() and opened < max_connections:
+            opened += 1
+            return await asyncio.open_connection(host, port)
+        return await idle.get()
+
+    async def one(i: int, due: float) -> None:
+        nonlocal errors, opened
+        body = make_body(i)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers(i).items())
+        request = f"{head}{extra}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        reader, writer = await connection()
+        try:
+            writer.write(request)
+            status_line, _, rest = (await reader.readuntil(b"\r\n\r\n")).partition(b"\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", rest)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            if int(status_line.split()[1]) >= 300:
                 errors += 1
-            latencies.append(time.perf_counter() - due)
+            idle.put_nowait((reader, writer))
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+            errors += 1
+            writer.close()
+            opened -= 1
+        latencies.append(time.perf_counter() - due)
 
-        n = int(rate * seconds)
-        for i in range(n):
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, due)))
-        await asyncio.gather(*tasks)
+    start = time.perf_counter()
+    tasks = []
+    for i in range(int(rate * seconds)):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, due)))
+    await asyncio.gather(*tasks)
+    while not idle.empty():
+        idle.get_nowait()[1].close()
     latencies.sort()
     q = statistics.quantiles(latencies, n=100)
     return {"offered_rps": rate, "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "errors": errors}
