@@ -1,23 +1,32 @@
-"""Group commit for live scans: scans that arrive together are stored together.
+"""Group commit for live scans: QR scans that arrive together are stored together.
 
 Each request waits for its own answer, given once its scan is committed, exactly as if
-it had been stored alone (``scans.ingest_many`` keeps the order and the flags). Nothing
-waits on a timer: a group is whatever queued while the previous one was being stored,
-so a lone scan is stored at once and a busy minute pays the per-statement costs
-(planning, executor start, locks, commit) once per group instead of once per scan.
+it had been stored alone (the flags count every scan taken before it). Nothing waits on
+a timer: a group is whatever queued while the previous statement ran, so a lone scan is
+stored at once and a busy minute pays the per-statement costs (planning, executor
+start, locks, commit) once per group instead of once per scan.
+
+One pipeline per process, one statement per group: the statement that stores a group
+also reads the facts of the group queued behind it (store.insert_scans_then_facts), and
+that group's flags add the scans those facts could not yet see. An NFC scan consumes
+its tag's counter in a transaction of its own and is stored alone, outside the pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from prometheus_client import Histogram
 
 from server.auth import Principal
+from server.checkpoints.verify import ScanRefused
 from server.config import Settings
 from server.db import Connection, Pool
-from server.patrol import scans
+from server.errors import Problem
+from server.patrol import scans, store
 from server.patrol.models import ScanIn
 
 # How well grouping works: scans per group (1 when quiet; more under load).
@@ -30,61 +39,88 @@ GROUP_SIZE = Histogram(
 
 @dataclass(slots=True)
 class _Waiting:
-    principal: Principal
-    scan: ScanIn
+    item: scans.Item
     answer: asyncio.Future[scans.Outcome] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
 class ScanBatcher:
-    """Per process; ``max_groups`` groups are stored at once, each of at most ``max_size``."""
+    """Per process; groups of at most ``max_size`` scans, received at ``clock()``."""
 
-    def __init__(self, max_size: int = 100, max_groups: int = 2) -> None:
+    def __init__(
+        self, max_size: int = 100, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.max_size = max_size
-        self.max_groups = max_groups
+        self.clock = clock
         self._queue: list[_Waiting] = []
-        self._groups = 0  # drains running; counted without an await between check and change
+        self._draining = False  # checked and set without an await between
         self._tasks: set[asyncio.Task[None]] = set()  # referenced, so none is collected early
 
     async def ingest(
         self, pool: Pool, settings: Settings, principal: Principal, scan: ScanIn
     ) -> scans.Outcome:
-        waiting = _Waiting(principal, scan)
+        try:
+            taken = scans.take(settings, principal, scan)
+        except (ScanRefused, Problem) as exc:
+            return exc
+        if not isinstance(taken, scans.Item):
+            async with pool.acquire() as conn:
+                (outcome,) = await scans.ingest_many(conn, settings, [(principal, scan)])
+            return outcome
+        waiting = _Waiting(taken)
         self._queue.append(waiting)
-        if self._groups < self.max_groups:
-            self._groups += 1
-            task = asyncio.create_task(self._drain(pool, settings))
+        if not self._draining:
+            self._draining = True
+            task = asyncio.create_task(self._drain(pool))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         # A client that hangs up cancels only its own wait, never the group's work.
         return await waiting.answer
 
-    async def _drain(self, pool: Pool, settings: Settings) -> None:
+    async def _drain(self, pool: Pool) -> None:
         try:
             while self._queue:
-                group = self._take()
+                held = self._take()  # every scan taken from the queue and not yet answered
                 try:
                     async with pool.acquire() as conn:
-                        await self._store(conn, settings, group)
-                        while self._queue:  # the connection is kept while work waits
-                            group = self._take()
-                            await self._store(conn, settings, group)
-                except Exception as exc:  # the database is away: the whole group hears it
-                    for w in group:
+                        await self._pipeline(conn, held)
+                except Exception as exc:  # the database is away: the scans in hand hear it
+                    for w in held:
                         if not w.answer.done():
                             w.answer.set_exception(exc)
         finally:
-            self._groups -= 1
+            self._draining = False
+
+    async def _pipeline(self, conn: Connection, held: list[_Waiting]) -> None:
+        """Store groups while scans queue, starting with `held` (taken by the caller);
+        `held` keeps listing the scans taken and not yet answered."""
+        queued = list(held)
+        ready: list[_Waiting] = []  # the group whose facts were read last
+        facts: list[store.ScanFact | None] = []
+        unseen: list[tuple[scans.Item, int | None]] = []  # stored after `facts` were read
+        while queued or ready:
+            if not ready:
+                ready, unseen = queued, []
+                facts = await store.scan_facts(conn, scans.fact_keys([w.item for w in ready]))
+            else:
+                now = self.clock()
+                items = [w.item for w in ready]
+                group = scans.decide(items, facts, unseen, None, now)
+                stored, facts = await store.insert_scans_then_facts(
+                    conn, group.rows, now, scans.fact_keys([w.item for w in queued])
+                )
+                outcomes = await scans.answers(conn, items, group, stored)
+                for w, outcome in zip(ready, outcomes, strict=True):
+                    if not w.answer.done():
+                        w.answer.set_result(outcome)
+                del held[: len(ready)]
+                ready, unseen = queued, group.taken
+            queued = self._take()
+            held += queued
 
     def _take(self) -> list[_Waiting]:
         group, self._queue = self._queue[: self.max_size], self._queue[self.max_size :]
-        GROUP_SIZE.observe(len(group))
+        if group:
+            GROUP_SIZE.observe(len(group))
         return group
-
-    @staticmethod
-    async def _store(conn: Connection, settings: Settings, group: list[_Waiting]) -> None:
-        outcomes = await scans.ingest_many(conn, settings, [(w.principal, w.scan) for w in group])
-        for w, outcome in zip(group, outcomes, strict=True):
-            if not w.answer.done():
-                w.answer.set_result(outcome)

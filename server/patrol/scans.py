@@ -98,19 +98,16 @@ async def ingest_many(
     """
     now = now or datetime.now(UTC)
     outcomes: list[Outcome | None] = [None] * len(scans)
-    group: list[_Item] = []
+    group: list[Item] = []
     for index, (principal, scan) in enumerate(scans):
         try:
-            check_clock("scanned_at", scan.scanned_at)
-            check_clock("sent_at", sent_at)
-            proof = proof_of(scan)
-            if proof.method == "qr":
-                claims = verify_qr(settings, proof.qr or "")
-                group.append(_Item(index, principal, scan, "qr", claims.checkpoint_id, claims))
+            taken = take(settings, principal, scan, index=index, sent_at=sent_at)
+            if isinstance(taken, Item):
+                group.append(taken)
                 continue
             await _store_qr(conn, group, sent_at, now, outcomes)
             group = []
-            nfc = _ingest_nfc(conn, settings, principal, scan, proof, sent_at, now)
+            nfc = _ingest_nfc(conn, settings, principal, scan, taken, sent_at, now)
             outcomes[index] = await nfc
         except (ScanRefused, Problem) as exc:
             outcomes[index] = exc
@@ -120,7 +117,9 @@ async def ingest_many(
 
 
 @dataclass(frozen=True, slots=True)
-class _Item:
+class Item:
+    """A scan past the checks that need no database, ready to be stored with others."""
+
     index: int
     principal: Principal
     scan: ScanIn
@@ -130,22 +129,59 @@ class _Item:
     nfc_counter: int | None = None  # an NFC SUN scan's counter, just consumed
 
 
+def take(
+    settings: Settings,
+    principal: Principal,
+    scan: ScanIn,
+    *,
+    index: int = 0,
+    sent_at: datetime | None = None,
+) -> Item | Proof:
+    """The checks that need no database (clocks, one proof, a QR token's signature): an
+    Item for a QR scan, or the Proof of an NFC scan, which is stored alone. Raises the
+    refusal or the 422."""
+    check_clock("scanned_at", scan.scanned_at)
+    check_clock("sent_at", sent_at)
+    proof = proof_of(scan)
+    if proof.method != "qr":
+        return proof
+    claims = verify_qr(settings, proof.qr or "")
+    return Item(index, principal, scan, "qr", claims.checkpoint_id, claims)
+
+
 async def _store_qr(
     conn: Connection,
-    items: list[_Item],
+    items: list[Item],
     sent_at: datetime | None,
     now: datetime,
     outcomes: list[Outcome | None],
 ) -> None:
-    stored = await _store(conn, items, sent_at, now)
-    for item, accepted in zip(items, stored, strict=True):
+    if not items:
+        return
+    group = decide(items, await store.scan_facts(conn, fact_keys(items)), (), sent_at, now)
+    stored = await store.insert_scans(conn, group.rows, now)
+    for item, outcome in zip(items, await answers(conn, items, group, stored), strict=True):
+        outcomes[item.index] = outcome
+
+
+async def answers(
+    conn: Connection, items: Sequence[Item], group: Decided, stored: set[uuid.UUID]
+) -> list[Outcome]:
+    """Each item's outcome once its group's rows are committed: the answer decided for a
+    stored scan; for one not stored, a retry's first answer or the precise refusal."""
+    outcomes: list[Outcome] = []
+    for item, accepted in zip(items, group.answers, strict=True):
+        if accepted is not None and accepted.scan.id in stored:
+            outcomes.append(accepted)
+            continue
         try:
-            outcomes[item.index] = accepted or await _unstored_qr(conn, item)
+            outcomes.append(await _unstored_qr(conn, item))
         except (ScanRefused, Problem) as exc:
-            outcomes[item.index] = exc
+            outcomes.append(exc)
+    return outcomes
 
 
-async def _unstored_qr(conn: Connection, item: _Item) -> Accepted:
+async def _unstored_qr(conn: Connection, item: Item) -> Accepted:
     """A QR scan that was not stored: a retry's first answer, or the precise refusal."""
     if (retry := await _retry(conn, item.scan.id, item.principal)) is not None:
         return retry
@@ -167,9 +203,11 @@ async def _ingest_nfc(
         return retry
     async with conn.transaction():
         hit = await identify(conn, settings, principal, proof)
-        item = _Item(0, principal, scan, proof.method, hit.id, nfc_counter=hit.nfc_counter)
-        (accepted,) = await _store(conn, [item], sent_at, now)
-        if accepted is not None:
+        item = Item(0, principal, scan, proof.method, hit.id, nfc_counter=hit.nfc_counter)
+        group = decide([item], await store.scan_facts(conn, fact_keys([item])), (), sent_at, now)
+        stored = await store.insert_scans(conn, group.rows, now)
+        (accepted,) = group.answers
+        if accepted is not None and accepted.scan.id in stored:
             return accepted
         # A concurrent retry of the same id won the race (or the checkpoint just went).
         retry = await _retry(conn, scan.id, principal)
@@ -178,29 +216,46 @@ async def _ingest_nfc(
         return retry
 
 
-async def _store(
-    conn: Connection, items: list[_Item], sent_at: datetime | None, now: datetime
-) -> list[Accepted | None]:
-    """Store what passes; None for a scan not stored (unknown id or failed checkpoint)."""
-    if not items:
-        return []
-    facts = await store.scan_facts(
-        conn,
-        [
-            store.ScanKey(
-                id=item.scan.id,
-                checkpoint_id=item.checkpoint_id,
-                claimed_site_id=item.claims.site_id if item.claims else None,
-                token_version=item.claims.token_version if item.claims else None,
-                guard_id=item.principal.id,
-                scanned_at=item.scan.scanned_at,
-            )
-            for item in items
-        ],
-    )
+def fact_keys(items: Sequence[Item]) -> list[store.ScanKey]:
+    """What the facts of these scans are looked up by (store.scan_facts)."""
+    return [
+        store.ScanKey(
+            id=item.scan.id,
+            checkpoint_id=item.checkpoint_id,
+            claimed_site_id=item.claims.site_id if item.claims else None,
+            token_version=item.claims.token_version if item.claims else None,
+            guard_id=item.principal.id,
+            scanned_at=item.scan.scanned_at,
+        )
+        for item in items
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """What a group will store, and the answer each scan gets once it is stored."""
+
+    rows: list[store.NewScan]
+    answers: list[Accepted | None]  # None: not to be stored (a refusal or a retry)
+    taken: list[tuple[Item, int | None]]  # the scans to be stored, with their rounds
+
+
+def decide(
+    items: Sequence[Item],
+    facts: Sequence[store.ScanFact | None],
+    unseen: Sequence[tuple[Item, int | None]],
+    sent_at: datetime | None,
+    now: datetime,
+) -> Decided:
+    """The rows and answers of a group, from its facts. `unseen` are scans stored after
+    those facts were read (the group before, when the facts rode along with its insert):
+    each scan's flags count them, and the scans before it in the group, as if read."""
     earlier = _Earlier()
+    for item, round_id in unseen:
+        earlier.add(item, round_id)
     rows: list[store.NewScan] = []
     answers: list[Accepted | None] = []
+    taken: list[tuple[Item, int | None]] = []
     for item, fact in zip(items, facts, strict=True):
         scan = item.scan
         if (
@@ -213,6 +268,7 @@ async def _store(
             continue
         flags = _flags(item, fact, earlier, sent_at, now)
         earlier.add(item, fact.round_id)
+        taken.append((item, fact.round_id))
         rows.append(
             store.NewScan(
                 id=scan.id,
@@ -239,8 +295,7 @@ async def _store(
             scanned_at=scan.scanned_at,
         )
         answers.append(Accepted(out, created=True))
-    stored = await store.insert_scans(conn, rows, now)
-    return [a if a is not None and a.scan.id in stored else None for a in answers]
+    return Decided(rows, answers, taken)
 
 
 class _Earlier:
@@ -252,7 +307,7 @@ class _Earlier:
         self.by_guard: dict[int, list[PreviousScan]] = {}
         self.by_round: dict[int | None, list[int]] = {}  # None: no round
 
-    def add(self, item: _Item, round_id: int | None) -> None:
+    def add(self, item: Item, round_id: int | None) -> None:
         scan = item.scan
         self.ids.add(scan.id)
         self.by_guard.setdefault(item.principal.id, []).append(
@@ -267,7 +322,7 @@ class _Earlier:
 
 
 def _flags(
-    item: _Item,
+    item: Item,
     fact: store.ScanFact,
     earlier: _Earlier,
     sent_at: datetime | None,

@@ -276,7 +276,7 @@ async def existing_scan(conn: Connection, scan_id: uuid.UUID) -> tuple[int, Scan
 # matches, and then the scan has no row here), whether its id is stored already, the round
 # whose window holds it (preferring on-time over early or late), the guard's previous scan
 # and its scans of other checkpoints in the minute before.
-_FACTS = """
+_FACTS_SELECT = """
 SELECT coalesce(json_agg(f ORDER BY f.pos), '[]')::text FROM (
 SELECT i.pos, c.site_id AS cp_site_id, c.lat AS cp_lat, c.lon AS cp_lon,
        c.radius_m AS cp_radius_m,
@@ -288,7 +288,7 @@ SELECT i.pos, c.site_id AS cp_site_id, c.lat AS cp_lat, c.lon AS cp_lon,
        prev.scanned_at AS prev_at, prev.checkpoint_id AS prev_checkpoint,
        prev.lat AS prev_lat, prev.lon AS prev_lon,
        recent.at AS recent_others
-FROM ROWS FROM (jsonb_to_recordset($1::jsonb)
+FROM ROWS FROM (jsonb_to_recordset(:keys::jsonb)
          AS (id uuid, checkpoint_id bigint, claimed_site_id bigint, token_version int,
              guard_id bigint, scanned_at timestamptz))
      WITH ORDINALITY AS i(id, checkpoint_id, claimed_site_id, token_version, guard_id,
@@ -306,7 +306,7 @@ LEFT JOIN LATERAL (
            r.scanned
     FROM rounds r
     WHERE r.site_id = c.site_id AND r.expected @> ARRAY[c.id]
-      AND r.starts_at <= i.scanned_at + $2::interval
+      AND r.starts_at <= i.scanned_at + :early::interval
       AND r.ends_at + make_interval(mins => r.grace_minutes) >= i.scanned_at
       AND r.starts_at > i.scanned_at - interval '2 days'
       AND (NOT EXISTS (SELECT 1 FROM patrol_route_guards g WHERE g.route_id = r.route_id)
@@ -331,6 +331,14 @@ CROSS JOIN LATERAL (
 ) recent
 ) f
 """
+
+
+def _facts_sql(keys: str, early: str) -> str:
+    """The facts statement with its two parameters at these placeholders (e.g. "$1")."""
+    return _FACTS_SELECT.replace(":keys", keys).replace(":early", early)
+
+
+_FACTS = _facts_sql("$1", "$2")
 
 
 class ScanKey(msgspec.Struct, frozen=True):
@@ -376,8 +384,11 @@ async def scan_facts(conn: Connection, keys: Sequence[ScanKey]) -> list[ScanFact
 
     The group goes in and comes back as one JSON document: one parameter and one value
     instead of a dozen arrays and a record per scan."""
-    text = await conn.fetchval(_FACTS, keys, EARLY_MATCH)
-    found: list[ScanFact | None] = [None] * len(keys)
+    return _facts_in_order(await conn.fetchval(_FACTS, keys, EARLY_MATCH), len(keys))
+
+
+def _facts_in_order(text: str, count: int) -> list[ScanFact | None]:
+    found: list[ScanFact | None] = [None] * count
     for fact in _facts_decoder.decode(text):
         found[fact.pos - 1] = fact
     return found
@@ -388,7 +399,7 @@ async def scan_facts(conn: Connection, keys: Sequence[ScanKey]) -> list[ScanFact
 # scans of a round's last checkpoints arriving in two groups at once still complete it. A
 # closed round is re-scored (completed or incomplete) until final_after, and the change is
 # recorded. A scan of a checkpoint its round already has does not write the round at all.
-_INSERT = """
+_INSERT_CTES = """
 WITH input AS (
     SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb)
              AS (id uuid, site_id bigint, checkpoint_id bigint, round_id bigint,
@@ -458,8 +469,14 @@ changes AS (
     FROM upd u JOIN progress p ON p.id = u.id
     WHERE p.old_status IN ('incomplete', 'missed') AND u.status <> p.old_status
 )
-SELECT id FROM ins
 """
+_INSERT = _INSERT_CTES + "SELECT id FROM ins"
+# The next group's facts ride along: one statement (one round trip, one plan start) per
+# group. They are read in the statement's snapshot, from before this group's rows: the
+# caller adds this group's scans to the next group's (server.patrol.scans).
+_INSERT_THEN_FACTS = (
+    _INSERT_CTES + "SELECT ARRAY(SELECT id FROM ins) AS stored, (" + _facts_sql("$3", "$4") + ")"
+)
 
 
 class NewScan(msgspec.Struct, frozen=True):
@@ -487,6 +504,20 @@ async def insert_scans(
         return set()
     rows = await conn.fetch(_INSERT, scans, received_at)
     return {r["id"] for r in rows}
+
+
+async def insert_scans_then_facts(
+    conn: Connection, scans: Sequence[NewScan], received_at: datetime, keys: Sequence[ScanKey]
+) -> tuple[set[uuid.UUID], list[ScanFact | None]]:
+    """insert_scans, and in the same statement the facts of the next scans, as scan_facts
+    would read them just before these scans are stored."""
+    if not scans:
+        return set(), await scan_facts(conn, keys)
+    if not keys:
+        return await insert_scans(conn, scans, received_at), []
+    row = await conn.fetchrow(_INSERT_THEN_FACTS, scans, received_at, keys, EARLY_MATCH)
+    assert row is not None
+    return set(row[0]), _facts_in_order(row[1], len(keys))
 
 
 async def record_refusal(

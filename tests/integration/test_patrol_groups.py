@@ -12,13 +12,16 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from server.auth import Principal
 from server.checkpoints import qr_token
 from server.checkpoints.keys import qr_ring
 from server.checkpoints.verify import ScanRefused
+from server.db import create_pool
 from server.errors import Problem
 from server.patrol import scans, store
+from server.patrol.batcher import ScanBatcher
 from server.patrol.models import RouteIn, ScanIn
 from tests.conftest import World
 from tests.processes import api_process
@@ -174,6 +177,65 @@ async def test_a_group_answers_each_scan_as_if_it_came_alone(world: World, seed:
     assert stored == sum(1 for a in together if a[0] is True)
     # The script raised doubts of several kinds (else this test would prove little).
     assert any(a[3] for a in together if a[0] is True), together
+
+
+def _groups_counted() -> float:
+    """Groups the batchers of this process have stored (its Prometheus histogram)."""
+    return REGISTRY.get_sample_value("estateops_scan_group_size_count") or 0.0
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_the_live_pipeline_answers_each_scan_as_if_it_came_alone(
+    world: World, seed: int
+) -> None:
+    """The same script (QR only: an NFC scan is stored outside the pipeline) one scan at a
+    time, and through the live batcher in groups of three, where each group's facts are
+    read by the statement that stores the group before: the answers, flags and rounds
+    come out equal."""
+    settings = world.app.state.settings
+    alone = await _twin(world, f"alone{seed}", f"04A1{seed:02X}11223344")
+    piped = await _twin(world, f"piped{seed}", f"04B2{seed:02X}11223344")
+    steps = [s for s in _script(random.Random(seed)) if s["kind"] != "nfc"]
+    for k, step in enumerate(steps):  # renumbered, and retries of what is left
+        step["k"] = k
+        if step["kind"] == "retry":
+            step["of"] = step["of"] % k if k else None
+            step["kind"] = "retry" if k else "qr"
+    t0 = datetime.now(UTC) - timedelta(minutes=10)
+    ids_alone = [uuid.uuid4() for _ in steps]
+    ids_piped = [uuid.uuid4() for _ in steps]
+    now = datetime.now(UTC)
+
+    one_by_one = []
+    for k in range(len(steps)):
+        scan = _scan(alone, piped, steps, k, ids_alone, t0, settings)
+        (outcome,) = await scans.ingest_many(world.conn, settings, [(alone.guard, scan)], now=now)
+        one_by_one.append(_answer(alone, outcome))
+
+    batcher = ScanBatcher(max_size=3, clock=lambda: now)
+    groups_before = _groups_counted()
+    pool = await create_pool(settings, min_size=1)
+    try:
+        # Queued together before the pipeline first runs, so it takes them three at a time.
+        outcomes = await asyncio.gather(
+            *(
+                batcher.ingest(
+                    pool,
+                    settings,
+                    piped.guard,
+                    _scan(piped, alone, steps, k, ids_piped, t0, settings),
+                )
+                for k in range(len(steps))
+            )
+        )
+    finally:
+        await pool.close()
+    piped_answers = [_answer(piped, o) for o in outcomes]
+
+    assert piped_answers == one_by_one, steps
+    assert await _rounds(world, piped) == await _rounds(world, alone)
+    assert _groups_counted() - groups_before == -(-len(steps) // 3)  # groups of three
+    assert any(a[3] for a in piped_answers if a[0] is True), piped_answers
 
 
 async def _group_sizes(http: httpx.AsyncClient, base: str) -> tuple[float, float]:
