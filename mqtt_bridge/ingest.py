@@ -55,6 +55,9 @@ _TRANSIENT: Final = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A connection the server cut mid-commit can be left in an impossible protocol state
+    # (MagicStack/asyncpg#784): it is discarded like a closed one, and the batch retried.
+    asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure

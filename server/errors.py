@@ -240,6 +240,7 @@ _DB_DOWN = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection cut mid-statement (MagicStack/asyncpg#784)
     asyncpg.exceptions.OperatorInterventionError,
     TimeoutError,
 )
