@@ -17,7 +17,6 @@ Two checks belong to the caller, who knows the database state:
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from collections.abc import Mapping
@@ -103,7 +102,7 @@ class QrKeyRing:
 
 
 def _signature(secret: bytes, body: str) -> str:
-    digest = hmac.new(secret, body.encode("ascii"), hashlib.sha256).digest()[:SIG_BYTES]
+    digest = hmac.digest(secret, body.encode("ascii"), "sha256")[:SIG_BYTES]
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
