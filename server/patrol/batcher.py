@@ -115,7 +115,7 @@ class ScanBatcher:
                     if not w.answer.done():
                         w.answer.set_result(outcome)
                 del held[: len(ready)]
-                ready, unseen = queued, group.taken
+                ready, unseen = queued, group.new_scans
             queued = self._take()
             held += queued
 

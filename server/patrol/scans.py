@@ -158,10 +158,17 @@ async def _store_qr(
 ) -> None:
     if not items:
         return
-    group = decide(items, await store.scan_facts(conn, fact_keys(items)), (), sent_at, now)
-    stored = await store.insert_scans(conn, group.rows, now)
+    group, stored = await _store(conn, items, sent_at, now)
     for item, outcome in zip(items, await answers(conn, items, group, stored), strict=True):
         outcomes[item.index] = outcome
+
+
+async def _store(
+    conn: Connection, items: Sequence[Item], sent_at: datetime | None, now: datetime
+) -> tuple[Decided, set[uuid.UUID]]:
+    """Read the facts, decide, store: what was decided, and the ids stored."""
+    group = decide(items, await store.scan_facts(conn, fact_keys(items)), (), sent_at, now)
+    return group, await store.insert_scans(conn, group.rows, now)
 
 
 async def answers(
@@ -204,8 +211,7 @@ async def _ingest_nfc(
     async with conn.transaction():
         hit = await identify(conn, settings, principal, proof)
         item = Item(0, principal, scan, proof.method, hit.id, nfc_counter=hit.nfc_counter)
-        group = decide([item], await store.scan_facts(conn, fact_keys([item])), (), sent_at, now)
-        stored = await store.insert_scans(conn, group.rows, now)
+        group, stored = await _store(conn, [item], sent_at, now)
         (accepted,) = group.answers
         if accepted is not None and accepted.scan.id in stored:
             return accepted
@@ -237,7 +243,7 @@ class Decided:
 
     rows: list[store.NewScan]
     answers: list[Accepted | None]  # None: not to be stored (a refusal or a retry)
-    taken: list[tuple[Item, int | None]]  # the scans to be stored, with their rounds
+    new_scans: list[tuple[Item, int | None]]  # the scans to be stored, with their rounds
 
 
 def decide(
@@ -255,7 +261,7 @@ def decide(
         earlier.add(item, round_id)
     rows: list[store.NewScan] = []
     answers: list[Accepted | None] = []
-    taken: list[tuple[Item, int | None]] = []
+    new_scans: list[tuple[Item, int | None]] = []
     for item, fact in zip(items, facts, strict=True):
         scan = item.scan
         if (
@@ -268,7 +274,7 @@ def decide(
             continue
         flags = _flags(item, fact, earlier, sent_at, now)
         earlier.add(item, fact.round_id)
-        taken.append((item, fact.round_id))
+        new_scans.append((item, fact.round_id))
         rows.append(
             store.NewScan(
                 id=scan.id,
@@ -295,7 +301,7 @@ def decide(
             scanned_at=scan.scanned_at,
         )
         answers.append(Accepted(out, created=True))
-    return Decided(rows, answers, taken)
+    return Decided(rows, answers, new_scans)
 
 
 class _Earlier:
