@@ -143,23 +143,40 @@ async def _rounds(world: World, twin: Twin) -> list[tuple[str, list[int], int]]:
     ]
 
 
+async def _twins(world: World, seed: int, name: str) -> tuple[Twin, Twin]:
+    """Two identical sites: one takes the script one scan at a time, the other together."""
+    alone = await _twin(world, f"alone{seed}", f"04A1{seed:02X}11223344")
+    return alone, await _twin(world, f"{name}{seed}", f"04B2{seed:02X}11223344")
+
+
+async def _one_at_a_time(
+    world: World,
+    alone: Twin,
+    other: Twin,
+    steps: list[dict[str, Any]],
+    t0: datetime,
+    now: datetime,
+) -> list[tuple[Any, ...]]:
+    """The answers of the script sent one scan at a time: what it must get however sent."""
+    settings = world.app.state.settings
+    ids = [uuid.uuid4() for _ in steps]
+    answers = []
+    for k in range(len(steps)):
+        scan = _scan(alone, other, steps, k, ids, t0, settings)
+        (outcome,) = await scans.ingest_many(world.conn, settings, [(alone.guard, scan)], now=now)
+        answers.append(_answer(alone, outcome))
+    return answers
+
+
 @pytest.mark.parametrize("seed", range(8))
 async def test_a_group_answers_each_scan_as_if_it_came_alone(world: World, seed: int) -> None:
     """The same script, one scan at a time on one site and as one group on its twin."""
     settings = world.app.state.settings
-    alone = await _twin(world, f"alone{seed}", f"04A1{seed:02X}11223344")
-    grouped = await _twin(world, f"grouped{seed}", f"04B2{seed:02X}11223344")
+    alone, grouped = await _twins(world, seed, "grouped")
     steps = _script(random.Random(seed))
-    t0 = datetime.now(UTC) - timedelta(minutes=10)
-    ids_alone = [uuid.uuid4() for _ in steps]
+    t0, now = datetime.now(UTC) - timedelta(minutes=10), datetime.now(UTC)
+    one_by_one = await _one_at_a_time(world, alone, grouped, steps, t0, now)
     ids_grouped = [uuid.uuid4() for _ in steps]
-    now = datetime.now(UTC)
-
-    one_by_one = []
-    for k in range(len(steps)):
-        scan = _scan(alone, grouped, steps, k, ids_alone, t0, settings)
-        (outcome,) = await scans.ingest_many(world.conn, settings, [(alone.guard, scan)], now=now)
-        one_by_one.append(_answer(alone, outcome))
 
     group = [
         (grouped.guard, _scan(grouped, alone, steps, k, ids_grouped, t0, settings))
@@ -193,24 +210,16 @@ async def test_the_live_pipeline_answers_each_scan_as_if_it_came_alone(
     read by the statement that stores the group before: the answers, flags and rounds
     come out equal."""
     settings = world.app.state.settings
-    alone = await _twin(world, f"alone{seed}", f"04A1{seed:02X}11223344")
-    piped = await _twin(world, f"piped{seed}", f"04B2{seed:02X}11223344")
+    alone, piped = await _twins(world, seed, "piped")
     steps = [s for s in _script(random.Random(seed)) if s["kind"] != "nfc"]
     for k, step in enumerate(steps):  # renumbered, and retries of what is left
         step["k"] = k
         if step["kind"] == "retry":
             step["of"] = step["of"] % k if k else None
             step["kind"] = "retry" if k else "qr"
-    t0 = datetime.now(UTC) - timedelta(minutes=10)
-    ids_alone = [uuid.uuid4() for _ in steps]
+    t0, now = datetime.now(UTC) - timedelta(minutes=10), datetime.now(UTC)
+    one_by_one = await _one_at_a_time(world, alone, piped, steps, t0, now)
     ids_piped = [uuid.uuid4() for _ in steps]
-    now = datetime.now(UTC)
-
-    one_by_one = []
-    for k in range(len(steps)):
-        scan = _scan(alone, piped, steps, k, ids_alone, t0, settings)
-        (outcome,) = await scans.ingest_many(world.conn, settings, [(alone.guard, scan)], now=now)
-        one_by_one.append(_answer(alone, outcome))
 
     batcher = ScanBatcher(max_size=3, clock=lambda: now)
     groups_before = _groups_counted()
