@@ -252,7 +252,7 @@ def _on_db_down(request: Request[Any, Any, Any], exc: Exception) -> Response[dic
         503,
         "database-unavailable",
         "Service unavailable",
-        "The database is not reachable; retry shortly. Nothing was stored by this request.",
+        "The database is not reachable; retry shortly.",
         request,
         {"Retry-After": "2"},
     )
