@@ -65,9 +65,12 @@ class ScanBatcher:
         except (ScanRefused, Problem) as exc:
             return exc
         if not isinstance(taken, scans.Item):
-            async with pool.acquire() as conn:
-                (outcome,) = await scans.ingest_many(conn, settings, [(principal, scan)])
-            return outcome
+            try:
+                async with pool.acquire() as conn:
+                    now = self.clock()
+                    return await scans.ingest_nfc(conn, settings, principal, scan, taken, None, now)
+            except (ScanRefused, Problem) as exc:
+                return exc
         waiting = _Waiting(taken)
         self._queue.append(waiting)
         if not self._draining:
@@ -81,46 +84,57 @@ class ScanBatcher:
     async def _drain(self, pool: Pool) -> None:
         try:
             while self._queue:
-                held = self._take()  # every scan taken from the queue and not yet answered
+                queued = self._take()  # not yet read
+                ready: list[_Waiting] = []  # facts read, not yet stored
                 try:
                     async with pool.acquire() as conn:
-                        await self._pipeline(conn, held)
+                        facts: list[store.ScanFact | None] = []
+                        unseen: list[tuple[scans.Item, int | None]] = []  # stored after `facts`
+                        while queued or ready:
+                            if not ready:
+                                ready, queued, unseen = queued, [], []
+                                facts = await store.scan_facts(conn, _keys(ready))
+                            else:
+                                facts, unseen = await self._store(
+                                    conn, ready, facts, unseen, queued
+                                )
+                                ready, queued = queued, []
+                            queued = self._take()
                 except Exception as exc:  # the database is away: the scans in hand hear it
-                    for w in held:
+                    for w in ready + queued:
                         if not w.answer.done():
                             w.answer.set_exception(exc)
         finally:
             self._draining = False
 
-    async def _pipeline(self, conn: Connection, held: list[_Waiting]) -> None:
-        """Store groups while scans queue, starting with `held` (taken by the caller);
-        `held` keeps listing the scans taken and not yet answered."""
-        queued = list(held)
-        ready: list[_Waiting] = []  # the group whose facts were read last
-        facts: list[store.ScanFact | None] = []
-        unseen: list[tuple[scans.Item, int | None]] = []  # stored after `facts` were read
-        while queued or ready:
-            if not ready:
-                ready, unseen = queued, []
-                facts = await store.scan_facts(conn, scans.fact_keys([w.item for w in ready]))
-            else:
-                now = self.clock()
-                items = [w.item for w in ready]
-                group = scans.decide(items, facts, unseen, None, now)
-                stored, facts = await store.insert_scans_then_facts(
-                    conn, group.rows, now, scans.fact_keys([w.item for w in queued])
-                )
-                outcomes = await scans.answers(conn, items, group, stored)
-                for w, outcome in zip(ready, outcomes, strict=True):
-                    if not w.answer.done():
-                        w.answer.set_result(outcome)
-                del held[: len(ready)]
-                ready, unseen = queued, group.new_scans
-            queued = self._take()
-            held += queued
+    async def _store(
+        self,
+        conn: Connection,
+        ready: list[_Waiting],
+        facts: list[store.ScanFact | None],
+        unseen: list[tuple[scans.Item, int | None]],
+        queued: list[_Waiting],
+    ) -> tuple[list[store.ScanFact | None], list[tuple[scans.Item, int | None]]]:
+        """Store `ready` and answer it; the facts of `queued`, read in the same statement,
+        and the scans they cannot see."""
+        now = self.clock()
+        items = [w.item for w in ready]
+        group = scans.decide(items, facts, unseen, None, now)
+        stored, next_facts = await store.insert_scans_then_facts(
+            conn, group.rows, now, _keys(queued)
+        )
+        for w, outcome in zip(ready, await scans.answers(conn, items, group, stored), strict=True):
+            if not w.answer.done():
+                w.answer.set_result(outcome)
+        return next_facts, group.new_scans
 
     def _take(self) -> list[_Waiting]:
         group, self._queue = self._queue[: self.max_size], self._queue[self.max_size :]
         if group:
             GROUP_SIZE.observe(len(group))
         return group
+
+
+def _keys(group: list[_Waiting]) -> list[store.ScanKey]:
+    """What the facts of these waiting scans are looked up by."""
+    return scans.fact_keys([w.item for w in group])

@@ -107,8 +107,7 @@ async def ingest_many(
                 continue
             await _store_qr(conn, group, sent_at, now, outcomes)
             group = []
-            nfc = _ingest_nfc(conn, settings, principal, scan, taken, sent_at, now)
-            outcomes[index] = await nfc
+            outcomes[index] = await ingest_nfc(conn, settings, principal, scan, taken, sent_at, now)
         except (ScanRefused, Problem) as exc:
             outcomes[index] = exc
     await _store_qr(conn, group, sent_at, now, outcomes)
@@ -197,7 +196,7 @@ async def _unstored_qr(conn: Connection, item: Item) -> Accepted:
     raise ScanRefused("unknown_checkpoint")  # the checkpoint changed meanwhile
 
 
-async def _ingest_nfc(
+async def ingest_nfc(
     conn: Connection,
     settings: Settings,
     principal: Principal,
@@ -206,6 +205,8 @@ async def _ingest_nfc(
     sent_at: datetime | None,
     now: datetime,
 ) -> Accepted:
+    """Store an NFC scan alone, its tag's counter consumed in the same transaction (or
+    answer a retry); raises ScanRefused before anything is written."""
     if (retry := await _retry(conn, scan.id, principal)) is not None:
         return retry
     async with conn.transaction():

@@ -384,6 +384,8 @@ async def scan_facts(conn: Connection, keys: Sequence[ScanKey]) -> list[ScanFact
 
     The group goes in and comes back as one JSON document: one parameter and one value
     instead of a dozen arrays and a record per scan."""
+    if not keys:
+        return []
     return _facts_in_order(await conn.fetchval(_FACTS, keys, EARLY_MATCH), len(keys))
 
 
